@@ -1,4 +1,4 @@
-import { ConfChange, Message, RaftConfig, RaftStatus, RaftStorageState, Ready, Snapshot } from './types';
+import { ConfChange, Entry, Message, RaftConfig, RaftStatus, RaftStorageState, Ready, Snapshot } from './types';
 
 /** Why a proposal was refused (operating conditions, not bugs). */
 export type RaftRefusal =
@@ -37,6 +37,8 @@ export class RaftNode {
   transferLeadership(to: number): void { void to; throw new Error('todo'); }
   /** After applying through `index`, replace the log prefix with a snapshot of the app state. */
   compact(index: number, data: Uint8Array): Snapshot { void index; void data; throw new Error('todo'); }
+  /** Committed, applied entries in [lo, hi] still in the in-memory log; undefined if lo was compacted. */
+  entries(lo: number, hi: number): Entry[] | undefined { void lo; void hi; throw new Error('todo'); }
   hasReady(): boolean { throw new Error('todo'); }
   ready(): Ready { throw new Error('todo'); }
   advance(rd: Ready): void { void rd; throw new Error('todo'); }
