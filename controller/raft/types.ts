@@ -118,8 +118,9 @@ export interface ReadState {
 
 /**
  * What the driver must do, in this order (the core relies on it):
- *  1. persist `snapshot` (if any), then `entries` (replacing any stored entries at or
- *     after the first one's index), then `hardState` (if any), with one fsync for all;
+ *  1. persist `snapshot` (if any; it replaces the whole stored log: every stored entry is
+ *     discarded), then `entries` (replacing any stored entries at or after the first
+ *     one's index), then `hardState` (if any), with one fsync for all;
  *  2. only then send `messages` (a vote or an append acknowledgement must never
  *     leave before the state it promises is durable);
  *  3. apply `snapshot` to the state machine (if any), then `committedEntries` in order;
