@@ -1,0 +1,109 @@
+// The import direction between folders, checked by `make lint` (STYLE.md "Layers that
+// build upward"). Run on the TypeScript sources:
+//   npx depcruise --config .dependency-cruiser.js controller broker shared client cli test bench
+// Every rule is an error: an import that breaks a layer fails the build.
+'use strict';
+
+const PRODUCTION = '^(controller|broker|shared|client|cli)/';
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'raft-core-is-pure',
+      comment:
+        'controller/raft/ is the pure Raft core (etcd raft shape): it may import only ' +
+        'controller/raft/ and shared/errors/. No node:* modules, no gRPC, no level, no other ' +
+        'npm package: the driver owns disks, sockets and clocks.',
+      severity: 'error',
+      from: { path: '^controller/raft/' },
+      to: { pathNot: '^(controller/raft|shared/errors)/' },
+    },
+    {
+      name: 'shared-errors-is-pure',
+      comment:
+        'controller/raft/ imports shared/errors/, so shared/errors/ must stay as pure: ' +
+        'otherwise the Raft core would reach node:* or npm packages through it.',
+      severity: 'error',
+      from: { path: '^shared/errors/' },
+      to: { pathNot: '^shared/errors/' },
+    },
+    {
+      name: 'shared-is-a-leaf',
+      comment: 'shared/ is used by every layer, so it may not import any of them.',
+      severity: 'error',
+      from: { path: '^shared/' },
+      to: { path: '^(controller|broker|client|cli)/' },
+    },
+    {
+      name: 'controller-not-to-broker-client-cli',
+      comment: 'The controller talks to brokers over gRPC only; it does not import their code.',
+      severity: 'error',
+      from: { path: '^controller/' },
+      to: { path: '^(broker|client|cli)/' },
+    },
+    {
+      name: 'broker-not-to-controller-cli',
+      comment: 'Brokers know the controller only through shared/ (protos, metadata image).',
+      severity: 'error',
+      from: { path: '^broker/' },
+      to: { path: '^(controller|cli)/' },
+    },
+    {
+      name: 'client-only-to-shared',
+      comment: 'The client library may import only shared/ and npm packages (and node:*).',
+      severity: 'error',
+      from: { path: '^client/' },
+      to: { pathNot: '^(client|shared|node_modules)/', dependencyTypesNot: ['core'] },
+    },
+    {
+      name: 'production-not-to-test-or-bench',
+      comment: 'controller, broker, shared, client and cli never import test/ or bench/.',
+      severity: 'error',
+      from: { path: PRODUCTION },
+      to: { path: '^(test|bench)/' },
+    },
+    {
+      name: 'production-not-to-dev-dependency',
+      comment:
+        'A devDependency (mocha, chai, testcontainers, typescript) is absent from a ' +
+        'production install; production code may use it for types only.',
+      severity: 'error',
+      from: { path: PRODUCTION },
+      to: { dependencyTypes: ['npm-dev'], dependencyTypesNot: ['type-only'] },
+    },
+    {
+      name: 'no-circular',
+      comment: 'Import cycles hide the layering; move the shared part down a layer.',
+      severity: 'error',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'not-to-unresolvable',
+      comment: 'An import that cannot be resolved (typo, or a package missing from package.json).',
+      severity: 'error',
+      from: {},
+      to: { couldNotResolve: true },
+    },
+    {
+      name: 'no-non-package-json',
+      comment: 'Import only packages named in package.json, not ones that happen to be hoisted.',
+      severity: 'error',
+      from: {},
+      to: { dependencyTypes: ['npm-no-pkg', 'npm-unknown'] },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    // Resolve .ts imports the way tsc does, and count `import type` too: a type import from
+    // node:* in controller/raft/ is still a dependency on Node.
+    tsConfig: { fileName: 'tsconfig.json' },
+    tsPreCompilationDeps: true,
+    enhancedResolveOptions: {
+      extensions: ['.ts', '.d.ts', '.js', '.json'],
+      exportsFields: ['exports'],
+      conditionNames: ['require', 'node', 'default', 'types'],
+      mainFields: ['main', 'types', 'typings'],
+    },
+  },
+};
