@@ -1,0 +1,812 @@
+import { strict as assert } from 'node:assert';
+import { randomUUID } from 'node:crypto';
+import { FlotillaError, isFlotillaError } from '../../shared/errors/error-codes';
+import {
+  assignReplicas,
+  BrokerRegistration,
+  decodeBatch,
+  encodeBatch,
+  EVENTS_CAPACITY,
+  imageFromRecords,
+  imageToRecords,
+  MAX_CLUSTER_PARTITIONS,
+  MetadataDelta,
+  MetadataEvent,
+  MetadataImage,
+  MetadataRecord,
+  parseTopicConfig,
+  partitionHealth,
+  partitionLabel,
+  PartitionState,
+  replayOnto,
+  TopicImage,
+  topicCollisionKey,
+  validatePartitionCount,
+  validateReplicationFactor,
+  validateTopicConfigs,
+  validateTopicName,
+  applyPartitionChange,
+} from '../../shared/metadata';
+import { changesForDepartingBrokers, changesForLeaderBalance, changesForReturningBroker } from './partition-changes';
+import type {
+  AllocateProducerIdsRequest,
+  AlterPartitionRequest,
+  BrokerDescription,
+  BrokerHeartbeatRequest,
+  BrokerHeartbeatResponse,
+  ControllerLogger,
+  CreateTopicRequest,
+  MetadataLog,
+  PartitionDescription,
+  QuorumControllerOptions,
+  RegisterBrokerRequest,
+  StateMachine,
+  TopicDescription,
+} from './types';
+
+// The active controller's brain (Kafka's QuorumController). Requests never change state:
+// each one is validated against the speculative image and turned into records, the records
+// are proposed through Raft, and state changes only when the committed records come back
+// through apply() and are replayed. The same apply() runs on followers, so every controller
+// holds the same committed image.
+//
+// The speculative image is the committed image plus every batch proposed but not applied
+// yet (KRaft keeps the same view with its timeline data structures). Generating against it
+// lets requests in flight see each other: two CreateTopics of one name cannot both pass.
+// Generation is synchronous (no await between reading the speculative image and appending
+// to `pending`), so JavaScript's single thread plays the part of KRaft's event queue.
+//
+// Soft state not in the log: broker sessions (time of the last heartbeat), as in KRaft's
+// BrokerHeartbeatManager. A new leader gives every broker a fresh session.
+
+const DEFAULTS = {
+  brokerSessionTimeoutMs: 9000,
+  producerIdBlockSize: 1000,
+  maxPendingProposals: 1000,
+  maxReadWaiters: 10_000,
+  readWaitTimeoutMs: 5000,
+  maxPreferredElectionsPerTick: 1000,
+};
+
+/** Registered brokers, fenced or not; bounds the image and every per-broker scan. */
+export const MAX_BROKERS = 10_000;
+/** A batch larger than this would not fit one Raft entry comfortably (gRPC carries 16 MiB). */
+export const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+/** Events returned by one listEvents call when the caller does not say. */
+export const DEFAULT_LIST_EVENTS = 100;
+
+interface PendingProposal {
+  readonly bytes: Uint8Array;
+  readonly records: readonly MetadataRecord[];
+}
+
+interface ReadWaiter {
+  readonly index: number;
+  readonly resolve: () => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** What a request generated: records to propose, and how to answer once they are applied. */
+interface Plan<T> {
+  readonly records: MetadataRecord[];
+  /** `index` is the Raft index the records were applied at, or null when none were needed. */
+  done(index: number | null): T;
+}
+
+export class QuorumController implements StateMachine {
+  private readonly log: MetadataLog;
+  private readonly nowMs: () => number;
+  private readonly logger: ControllerLogger;
+  private readonly brokerSessionTimeoutMs: number;
+  private readonly producerIdBlockSize: number;
+  private readonly random: (() => number) | undefined;
+  private readonly maxPendingProposals: number;
+  private readonly maxReadWaiters: number;
+  private readonly readWaitTimeoutMs: number;
+  private readonly maxPreferredElectionsPerTick: number;
+
+  /** The last committed (and applied) image. */
+  private committed = MetadataImage.EMPTY;
+  /** Term of the last applied entry. */
+  private lastAppliedTerm = 0;
+  /** Set by onLeadershipChange. */
+  private active = false;
+  /** Bumped on every leadership change; work begun in an older generation is stale. */
+  private generation = 0;
+  /** The generation whose leader has applied everything committed before it took over. */
+  private caughtUpGeneration = -1;
+  private catchingUp: Promise<void> | null = null;
+  /** Proposed, not yet applied, in proposal order. */
+  private pending: PendingProposal[] = [];
+  /** committed + pending, built lazily; null = rebuild. */
+  private speculative: MetadataImage | null = null;
+  /** brokerId -> controller clock at its last heartbeat (leader only). */
+  private readonly sessions = new Map<number, number>();
+  private readWaiters: ReadWaiter[] = [];
+
+  constructor(opts: QuorumControllerOptions) {
+    this.log = opts.log;
+    this.nowMs = opts.nowMs;
+    this.logger = opts.logger;
+    this.brokerSessionTimeoutMs = opts.brokerSessionTimeoutMs ?? DEFAULTS.brokerSessionTimeoutMs;
+    this.producerIdBlockSize = opts.producerIdBlockSize ?? DEFAULTS.producerIdBlockSize;
+    this.random = opts.random;
+    this.maxPendingProposals = opts.maxPendingProposals ?? DEFAULTS.maxPendingProposals;
+    this.maxReadWaiters = opts.maxReadWaiters ?? DEFAULTS.maxReadWaiters;
+    this.readWaitTimeoutMs = opts.readWaitTimeoutMs ?? DEFAULTS.readWaitTimeoutMs;
+    this.maxPreferredElectionsPerTick = opts.maxPreferredElectionsPerTick ?? DEFAULTS.maxPreferredElectionsPerTick;
+    assert(this.brokerSessionTimeoutMs > 0, 'brokerSessionTimeoutMs must be positive');
+    assert(Number.isSafeInteger(this.producerIdBlockSize) && this.producerIdBlockSize > 0, 'producerIdBlockSize must be a positive integer');
+    assert(this.maxPendingProposals > 0 && this.maxReadWaiters > 0, 'limits must be positive');
+  }
+
+  /** The last committed image. */
+  image(): MetadataImage {
+    return this.committed;
+  }
+
+  // ======================= StateMachine (called by the Raft driver) =======================
+
+  apply(index: number, term: number, data: Uint8Array): void {
+    assert(Number.isSafeInteger(index) && index > this.committed.offset, `apply(${index}) after offset ${this.committed.offset}`);
+    this.lastAppliedTerm = term;
+    if (data.length === 0) {
+      this.committed = this.committed.withOffset(index);
+      // Nothing changed but the offset: a speculative image over pending batches stays valid.
+      if (this.pending.length === 0) this.speculative = null;
+    } else {
+      // A batch we cannot decode means a corrupt log or a newer writer: crash, do not diverge.
+      const records = decodeBatch(data);
+      const delta = new MetadataDelta(this.committed);
+      delta.replayBatch(records, index);
+      if (delta.ignoredRecords > 0) {
+        this.logger.warn({ offset: index, ignored: delta.ignoredRecords }, 'replay skipped records that no longer apply');
+      }
+      this.committed = delta.apply();
+      this.retirePending(data, records, delta.ignoredRecords);
+    }
+    this.wakeReaders();
+  }
+
+  takeSnapshot(): Uint8Array {
+    return encodeBatch(imageToRecords(this.committed));
+  }
+
+  restoreSnapshot(index: number, data: Uint8Array): void {
+    assert(index >= this.committed.offset, `snapshot at ${index} is older than the applied offset ${this.committed.offset}`);
+    this.committed = imageFromRecords(decodeBatch(data), index);
+    this.pending = [];
+    this.speculative = null;
+    this.logger.info({ offset: index, brokers: this.committed.brokers.size, topics: this.committed.topics.size }, 'metadata snapshot restored');
+    this.wakeReaders();
+  }
+
+  // ======================= leadership and time =======================
+
+  onLeadershipChange(isLeader: boolean, nowMs: number): void {
+    this.generation++;
+    this.active = isLeader;
+    // Speculative state belongs to the term that proposed it: what was not applied may never
+    // be, so start again from the committed image (KRaft's renounce()).
+    this.pending = [];
+    this.speculative = null;
+    this.catchingUp = null;
+    this.sessions.clear();
+    if (isLeader) {
+      // A new leader has not seen anyone's heartbeats: everyone gets a full session before
+      // being fenced, rather than being fenced for the old leader's silence.
+      for (const id of this.committed.brokers.keys()) this.sessions.set(id, nowMs);
+    }
+    this.logger.info({ isLeader, offset: this.committed.offset }, isLeader ? 'became the active controller' : 'no longer the active controller');
+  }
+
+  /**
+   * Leader only; call periodically. Fences brokers whose session expired, moving their
+   * leaderships away and taking them out of ISRs in the same batch; otherwise elects leaders
+   * for leaderless partitions that can have one and moves leadership back to preferred replicas.
+   */
+  async tick(nowMs: number): Promise<void> {
+    if (!this.active || !this.log.isLeader()) return;
+    try {
+      await this.becomeReady();
+    } catch (err) {
+      if (isFlotillaError(err) && err.retriable) return;
+      throw err;
+    }
+    const image = this.spec();
+    for (const id of this.sessions.keys()) if (!image.brokers.has(id)) this.sessions.delete(id);
+    const causes = new Map<number, string>();
+    const records: MetadataRecord[] = [];
+    for (const b of [...image.brokers.values()].sort((x, y) => x.id - y.id)) {
+      const last = this.sessions.get(b.id);
+      if (last === undefined) {
+        // Registered while this leader was catching up: its session starts now.
+        this.sessions.set(b.id, nowMs);
+        continue;
+      }
+      const silentMs = nowMs - last;
+      if (b.fenced || silentMs <= this.brokerSessionTimeoutMs) continue;
+      const reason = `broker ${b.id} fenced: no heartbeat for ${silentMs} ms`;
+      causes.set(b.id, reason);
+      records.push({ type: 'BrokerFenced', brokerId: b.id, brokerEpoch: b.epoch, reason, timestampMs: nowMs });
+    }
+    if (causes.size > 0) {
+      records.push(...changesForDepartingBrokers(image, causes, nowMs));
+      this.logger.warn({ brokers: [...causes.keys()], partitionChanges: records.length - causes.size }, 'fencing brokers with expired sessions');
+    } else {
+      records.push(...changesForLeaderBalance(image, this.maxPreferredElectionsPerTick, nowMs));
+    }
+    if (records.length === 0) return;
+    try {
+      await this.propose(records);
+    } catch (err) {
+      // The next tick regenerates whatever is still needed.
+      if (isFlotillaError(err) && err.retriable) {
+        this.logger.warn({ err: err.message, code: err.name }, 'tick proposal failed');
+        return;
+      }
+      throw err;
+    }
+  }
+
+  // ======================= admin =======================
+
+  async createTopic(req: CreateTopicRequest): Promise<TopicDescription> {
+    return this.write((image, nowMs) => {
+      validateTopicName(req.name);
+      const name = req.name;
+      if (image.topics.has(name)) {
+        throw new FlotillaError('TOPIC_ALREADY_EXISTS', `topic "${name}" already exists`, { topic: name });
+      }
+      const key = topicCollisionKey(name);
+      for (const other of image.topics.keys()) {
+        if (topicCollisionKey(other) === key) {
+          throw new FlotillaError(
+            'TOPIC_ALREADY_EXISTS',
+            `topic "${name}" collides with existing topic "${other}": '.' and '_' are the same in metric names`,
+            { topic: name, existing: other },
+          );
+        }
+      }
+      validatePartitionCount(req.partitions);
+      const live = [...image.brokers.values()].filter((b) => !b.fenced).sort((a, b) => a.id - b.id);
+      validateReplicationFactor(req.replicationFactor, live.length);
+      validateTopicConfigs(req.configs, req.replicationFactor);
+      const total = image.partitionCount();
+      if (total + req.partitions > MAX_CLUSTER_PARTITIONS) {
+        throw new FlotillaError(
+          'LIMIT_EXCEEDED',
+          `creating ${req.partitions} partitions would bring the cluster to ${total + req.partitions}; the limit is ${MAX_CLUSTER_PARTITIONS}`,
+        );
+      }
+      const topicId = this.newTopicId(image);
+      const assignment = assignReplicas(live, req.partitions, req.replicationFactor, { random: this.random });
+      const configs = Object.entries(req.configs ?? {}).sort(([a], [b]) => (a < b ? -1 : 1));
+      const configText = configs.length === 0 ? '' : ` with ${configs.map(([k, v]) => `${k}=${v}`).join(', ')}`;
+      const records: MetadataRecord[] = [
+        {
+          type: 'Topic',
+          name,
+          topicId,
+          reason: `topic ${name} created: ${req.partitions} partitions, replication factor ${req.replicationFactor}${configText}`,
+          timestampMs: nowMs,
+        },
+      ];
+      assignment.forEach((replicas, partition) => {
+        records.push({ type: 'Partition', topicId, partition, replicas, isr: replicas, leader: replicas[0], leaderEpoch: 0, partitionEpoch: 0 });
+      });
+      for (const [k, value] of configs) {
+        records.push({ type: 'Config', resourceType: 'topic', resourceName: name, key: k, value, reason: '', timestampMs: nowMs });
+      }
+      return {
+        records,
+        done: () => {
+          const topic = this.committed.topicsById.get(topicId);
+          if (topic !== undefined) return describeTopic(this.committed, topic);
+          // Deleted by a request that committed right after: report the topic as created.
+          const asCreated = replayOnto(image, records, image.offset + 1);
+          return describeTopic(asCreated, asCreated.topicsById.get(topicId) as TopicImage);
+        },
+      };
+    });
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    return this.write((image, nowMs) => {
+      const topic = image.topics.get(name);
+      if (topic === undefined) throw new FlotillaError('UNKNOWN_TOPIC', `topic "${name}" does not exist`, { topic: String(name) });
+      return {
+        records: [
+          {
+            type: 'RemoveTopic',
+            topicId: topic.topicId,
+            reason: `topic ${name} deleted (${topic.partitions.size} partitions, id ${topic.topicId})`,
+            timestampMs: nowMs,
+          },
+        ],
+        done: () => undefined,
+      };
+    });
+  }
+
+  /** Linearizable: waits until the local state has applied the leader's read index. */
+  async listTopics(): Promise<string[]> {
+    const image = await this.readImage();
+    return [...image.topics.keys()].sort();
+  }
+
+  /** All topics sorted by name, or the named ones in request order (UNKNOWN_TOPIC if one is missing). */
+  async describeTopics(names?: string[]): Promise<TopicDescription[]> {
+    const image = await this.readImage();
+    if (names === undefined || names.length === 0) {
+      return [...image.topics.values()].sort((a, b) => (a.name < b.name ? -1 : 1)).map((t) => describeTopic(image, t));
+    }
+    const missing = names.filter((n) => !image.topics.has(n));
+    if (missing.length > 0) {
+      throw new FlotillaError('UNKNOWN_TOPIC', `unknown topic(s): ${missing.map((n) => `"${n}"`).join(', ')}`, { topic: missing[0] });
+    }
+    return names.map((n) => describeTopic(image, image.topics.get(n) as TopicImage));
+  }
+
+  async describeCluster(): Promise<{ brokers: BrokerDescription[] }> {
+    const image = await this.readImage();
+    const leaders = new Map<number, number>();
+    const replicas = new Map<number, number>();
+    for (const t of image.topics.values()) {
+      for (const p of t.partitions.values()) {
+        leaders.set(p.leader, (leaders.get(p.leader) ?? 0) + 1);
+        for (const r of p.replicas) replicas.set(r, (replicas.get(r) ?? 0) + 1);
+      }
+    }
+    const now = this.nowMs();
+    const brokers = [...image.brokers.values()]
+      .sort((a, b) => a.id - b.id)
+      .map((b): BrokerDescription => {
+        const last = this.sessions.get(b.id);
+        return {
+          id: b.id,
+          incarnationId: b.incarnationId,
+          epoch: b.epoch,
+          host: b.host,
+          port: b.port,
+          ...(b.rack !== null ? { rack: b.rack } : {}),
+          fenced: b.fenced,
+          leaderCount: leaders.get(b.id) ?? 0,
+          replicaCount: replicas.get(b.id) ?? 0,
+          ...(last !== undefined ? { lastHeartbeatAgoMs: Math.max(0, now - last) } : {}),
+        };
+      });
+    return { brokers };
+  }
+
+  /** Events with offset >= fromOffset, oldest first, at most `max` (default 100, at most EVENTS_CAPACITY). */
+  async listEvents(opts: { fromOffset?: number; max?: number } = {}): Promise<MetadataEvent[]> {
+    const image = await this.readImage();
+    const fromOffset = opts.fromOffset ?? 0;
+    const max = Math.min(EVENTS_CAPACITY, opts.max !== undefined && opts.max > 0 ? Math.floor(opts.max) : DEFAULT_LIST_EVENTS);
+    const out: MetadataEvent[] = [];
+    for (const e of image.events) {
+      if (e.offset < fromOffset) continue;
+      out.push(e);
+      if (out.length >= max) break;
+    }
+    return out;
+  }
+
+  // ======================= broker-facing =======================
+
+  /**
+   * Registers a broker incarnation, fenced; the broker epoch is the offset of the
+   * RegisterBroker record (KRaft). A new incarnation replaces the old one: the old one's
+   * leaderships move away in the same batch.
+   */
+  async registerBroker(req: RegisterBrokerRequest): Promise<{ brokerEpoch: number }> {
+    checkInt(req.brokerId, 'brokerId', 0, 2 ** 31 - 1);
+    checkString(req.incarnationId, 'incarnationId', 1, 128);
+    checkString(req.host, 'host', 1, 255);
+    checkInt(req.port, 'port', 1, 65535);
+    if (req.rack !== undefined) checkString(req.rack, 'rack', 0, 255);
+    const rack = req.rack === undefined || req.rack === '' ? null : req.rack;
+    return this.write((image, nowMs) => {
+      const id = req.brokerId;
+      const existing = image.brokers.get(id);
+      if (existing === undefined && image.brokers.size >= MAX_BROKERS) {
+        throw new FlotillaError('LIMIT_EXCEEDED', `cannot register broker ${id}: ${MAX_BROKERS} brokers are registered already`);
+      }
+      const where = `${req.host}:${req.port}${rack === null ? '' : ` rack ${rack}`}`;
+      const reason =
+        existing === undefined
+          ? `broker ${id} registered at ${where}`
+          : existing.incarnationId === req.incarnationId
+            ? `broker ${id} registered again at ${where} (same incarnation ${req.incarnationId})`
+            : `broker ${id} re-registered at ${where}: incarnation ${existing.incarnationId} replaced by ${req.incarnationId}`;
+      const records: MetadataRecord[] = [
+        {
+          type: 'RegisterBroker',
+          brokerId: id,
+          incarnationId: req.incarnationId,
+          brokerEpoch: 0, // = the offset of this record
+          host: req.host,
+          port: req.port,
+          rack,
+          fenced: true,
+          reason,
+          timestampMs: nowMs,
+        },
+      ];
+      if (existing !== undefined) {
+        // The old incarnation is gone: it must not stay leader or in any ISR.
+        const cause = `broker ${id} re-registered (epoch ${existing.epoch} ended)`;
+        records.push(...changesForDepartingBrokers(image, new Map([[id, cause]]), nowMs));
+      }
+      this.sessions.set(id, nowMs);
+      return {
+        records,
+        done: (index) => {
+          assert(index !== null, 'a registration always writes a record');
+          this.logger.info({ brokerId: id, brokerEpoch: index, incarnationId: req.incarnationId }, 'broker registered');
+          return { brokerEpoch: index };
+        },
+      };
+    });
+  }
+
+  /**
+   * Keeps a broker's session alive. A fenced broker that has replayed the log up to its own
+   * registration is unfenced, and partitions without a leader that it can lead get one, in
+   * the same batch. wantShutdown fences it (controlled shutdown: leaderships move away first).
+   */
+  async brokerHeartbeat(req: BrokerHeartbeatRequest): Promise<BrokerHeartbeatResponse> {
+    return this.write((image, nowMs) => {
+      const broker = this.brokerAtEpoch(image, req.brokerId, req.brokerEpoch);
+      this.sessions.set(broker.id, nowMs);
+      const answer = (isFenced: boolean): BrokerHeartbeatResponse => ({ isFenced, leaderEpoch: this.lastAppliedTerm });
+      const afterCommit = (): BrokerHeartbeatResponse => {
+        const now = this.committed.brokers.get(broker.id);
+        return answer(now === undefined || now.epoch !== broker.epoch || now.fenced);
+      };
+      if (req.wantShutdown === true) {
+        if (broker.fenced) return { records: [], done: () => answer(true) };
+        const reason = `broker ${broker.id} fenced: controlled shutdown requested`;
+        return {
+          records: [
+            { type: 'BrokerFenced', brokerId: broker.id, brokerEpoch: broker.epoch, reason, timestampMs: nowMs },
+            ...changesForDepartingBrokers(image, new Map([[broker.id, reason]]), nowMs),
+          ],
+          done: afterCommit,
+        };
+      }
+      if (broker.fenced && req.currentMetadataOffset >= broker.epoch) {
+        const reason = `broker ${broker.id} unfenced: heartbeat caught up at offset ${req.currentMetadataOffset}`;
+        return {
+          records: [
+            { type: 'BrokerUnfenced', brokerId: broker.id, brokerEpoch: broker.epoch, reason, timestampMs: nowMs },
+            ...changesForReturningBroker(image, broker.id, reason, nowMs),
+          ],
+          done: afterCommit,
+        };
+      }
+      return { records: [], done: () => answer(broker.fenced) };
+    });
+  }
+
+  /**
+   * A partition leader changes its ISR (KIP-497). Only the current leader, at the current
+   * leader epoch and partition epoch, may; a broker may join the ISR only while unfenced.
+   */
+  async alterPartition(req: AlterPartitionRequest): Promise<PartitionState> {
+    return this.write((image, nowMs) => {
+      this.brokerAtEpoch(image, req.brokerId, req.brokerEpoch);
+      const topic = image.topics.get(req.topic);
+      if (topic === undefined) throw new FlotillaError('UNKNOWN_TOPIC', `topic "${req.topic}" does not exist`, { topic: String(req.topic) });
+      const state = topic.partitions.get(req.partition);
+      const label = partitionLabel(req.topic, req.partition);
+      if (state === undefined) throw new FlotillaError('UNKNOWN_PARTITION', `partition ${label} does not exist (${topic.partitions.size} partitions)`);
+      if (state.leader !== req.brokerId) {
+        throw new FlotillaError('NOT_LEADER_FOR_PARTITION', `broker ${req.brokerId} is not the leader of ${label} (leader: ${state.leader})`, {
+          leader: state.leader,
+        });
+      }
+      if (req.leaderEpoch !== state.leaderEpoch) {
+        throw new FlotillaError(
+          'NOT_LEADER_FOR_PARTITION',
+          `leader epoch ${req.leaderEpoch} for ${label} is not the current leader epoch ${state.leaderEpoch}`,
+          { leader: state.leader, leaderEpoch: state.leaderEpoch },
+        );
+      }
+      if (req.partitionEpoch !== state.partitionEpoch) {
+        throw new FlotillaError(
+          'STALE_PARTITION_EPOCH',
+          `partition epoch ${req.partitionEpoch} for ${label} is not the current partition epoch ${state.partitionEpoch}`,
+          { partitionEpoch: state.partitionEpoch },
+        );
+      }
+      const newIsr = checkIsr(req.newIsr, state, image, label);
+      if (newIsr.length === state.isr.length && newIsr.every((b, i) => b === state.isr[i])) {
+        return { records: [], done: () => state };
+      }
+      const change = { isr: newIsr };
+      const expected = applyPartitionChange(state, change);
+      const why = req.reason !== undefined && req.reason !== '' ? `: ${req.reason.slice(0, 200)}` : '';
+      return {
+        records: [
+          {
+            type: 'PartitionChange',
+            topicId: topic.topicId,
+            partition: req.partition,
+            ...change,
+            reason: `${label}: ISR [${state.isr.join(',')}] -> [${newIsr.join(',')}] by leader ${req.brokerId}${why}`,
+            timestampMs: nowMs,
+          },
+        ],
+        done: () => this.committed.topicsById.get(topic.topicId)?.partitions.get(req.partition) ?? expected,
+      };
+    });
+  }
+
+  /** Hands out the next block of producer ids; blocks never overlap (the log orders them). */
+  async allocateProducerIds(req: AllocateProducerIdsRequest): Promise<{ firstProducerId: number; count: number }> {
+    return this.write((image, nowMs) => {
+      this.brokerAtEpoch(image, req.brokerId, req.brokerEpoch);
+      const first = image.nextProducerId;
+      const count = this.producerIdBlockSize;
+      if (first + count > Number.MAX_SAFE_INTEGER) {
+        throw new FlotillaError('LIMIT_EXCEEDED', `producer ids are exhausted (next ${first})`);
+      }
+      return {
+        records: [
+          {
+            type: 'ProducerIdBlock',
+            brokerId: req.brokerId,
+            brokerEpoch: req.brokerEpoch,
+            firstProducerId: first,
+            count,
+            reason: `producer ids ${first}..${first + count - 1} allocated to broker ${req.brokerId}`,
+            timestampMs: nowMs,
+          },
+        ],
+        done: () => ({ firstProducerId: first, count }),
+      };
+    });
+  }
+
+  // ======================= internals =======================
+
+  private checkActive(): void {
+    if (!this.active || !this.log.isLeader()) {
+      throw new FlotillaError('NOT_CONTROLLER', 'this controller is not the active controller');
+    }
+  }
+
+  /**
+   * A new leader first applies everything committed before its term (its read index covers
+   * its own no-op, Raft thesis §6.4): only then is its speculative image the log's true tail.
+   */
+  private async becomeReady(): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      this.checkActive();
+      if (this.caughtUpGeneration === this.generation) return;
+      const generation = this.generation;
+      if (this.catchingUp === null) {
+        const catchingUp = (async () => {
+          const index = await this.log.readIndex();
+          await this.waitApplied(index);
+          if (this.generation === generation) this.caughtUpGeneration = generation;
+        })();
+        this.catchingUp = catchingUp;
+        catchingUp.then(
+          () => undefined,
+          () => undefined,
+        ).finally(() => {
+          if (this.catchingUp === catchingUp) this.catchingUp = null;
+        });
+      }
+      await this.catchingUp;
+    }
+    this.checkActive();
+    throw new FlotillaError('NOT_CONTROLLER', 'leadership changed while catching up with the metadata log');
+  }
+
+  /** Generate records against the speculative image, propose them, answer after apply. */
+  private async write<T>(generate: (image: MetadataImage, nowMs: number) => Plan<T>): Promise<T> {
+    await this.becomeReady();
+    const plan = generate(this.spec(), this.nowMs());
+    if (plan.records.length === 0) return plan.done(null);
+    const { index } = await this.propose(plan.records);
+    return plan.done(index);
+  }
+
+  private async propose(records: MetadataRecord[]): Promise<{ index: number; term: number }> {
+    if (this.pending.length >= this.maxPendingProposals) {
+      throw new FlotillaError('PROPOSAL_DROPPED', `${this.pending.length} metadata proposals are in flight (the limit); retry with backoff`);
+    }
+    const bytes = encodeBatch(records);
+    if (bytes.length > MAX_BATCH_BYTES) {
+      throw new FlotillaError('LIMIT_EXCEEDED', `the change needs ${bytes.length} bytes of metadata records; one batch holds at most ${MAX_BATCH_BYTES}`);
+    }
+    const entry: PendingProposal = { bytes, records };
+    const spec = this.spec();
+    this.pending.push(entry);
+    // Offsets of speculative records are estimates; nothing reads them before commit.
+    this.speculative = replayOnto(spec, records, this.committed.offset + this.pending.length);
+    try {
+      return await this.log.propose(bytes);
+    } catch (err) {
+      const i = this.pending.indexOf(entry);
+      if (i >= 0) {
+        this.pending.splice(i, 1);
+        this.speculative = null;
+      }
+      throw err;
+    }
+  }
+
+  /** The committed image plus every pending batch. */
+  private spec(): MetadataImage {
+    if (this.speculative === null) {
+      let image = this.committed;
+      this.pending.forEach((p, i) => {
+        image = replayOnto(image, p.records, this.committed.offset + 1 + i);
+      });
+      this.speculative = image;
+    }
+    return this.speculative;
+  }
+
+  /**
+   * An applied batch that we proposed leaves `pending`. A leader's entries commit in the
+   * order proposed, so pending batches before it were dropped; they leave too.
+   *
+   * The speculative image survives when the oldest pending batch was applied exactly as
+   * speculated (the common case, which keeps a busy leader from replaying every pending
+   * batch on each apply). It is rebuilt when anything else happened, and after a
+   * RegisterBroker: its broker epoch is the real offset only now, and heartbeats must match it.
+   */
+  private retirePending(data: Uint8Array, records: readonly MetadataRecord[], ignored: number): void {
+    const k = this.pending.findIndex((p) => bytesEqual(p.bytes, data));
+    const keep =
+      k === 0 && this.pending.length > 1 && this.speculative !== null && ignored === 0 && !records.some((r) => r.type === 'RegisterBroker');
+    if (k >= 0) this.pending.splice(0, k + 1);
+    if (!keep) this.speculative = null;
+  }
+
+  private async readImage(): Promise<MetadataImage> {
+    this.checkActive();
+    const index = await this.log.readIndex();
+    await this.waitApplied(index);
+    return this.committed;
+  }
+
+  private waitApplied(index: number): Promise<void> {
+    if (this.committed.offset >= index) return Promise.resolve();
+    if (this.readWaiters.length >= this.maxReadWaiters) {
+      return Promise.reject(
+        new FlotillaError('REQUEST_TIMED_OUT', `${this.readWaiters.length} reads are already waiting for the metadata log to apply; retry later`),
+      );
+    }
+    return new Promise<void>((resolve, reject) => {
+      const waiter: ReadWaiter = {
+        index,
+        resolve,
+        timer: setTimeout(() => {
+          this.readWaiters = this.readWaiters.filter((w) => w !== waiter);
+          reject(
+            new FlotillaError(
+              'REQUEST_TIMED_OUT',
+              `metadata not applied up to offset ${index} within ${this.readWaitTimeoutMs} ms (applied: ${this.committed.offset})`,
+            ),
+          );
+        }, this.readWaitTimeoutMs),
+      };
+      waiter.timer.unref?.();
+      this.readWaiters.push(waiter);
+    });
+  }
+
+  private wakeReaders(): void {
+    if (this.readWaiters.length === 0) return;
+    const offset = this.committed.offset;
+    const still: ReadWaiter[] = [];
+    for (const w of this.readWaiters) {
+      if (w.index <= offset) {
+        clearTimeout(w.timer);
+        w.resolve();
+      } else {
+        still.push(w);
+      }
+    }
+    this.readWaiters = still;
+  }
+
+  private brokerAtEpoch(image: MetadataImage, brokerId: number, brokerEpoch: number): BrokerRegistration {
+    const broker = image.brokers.get(brokerId);
+    if (broker === undefined) throw new FlotillaError('UNKNOWN_BROKER', `broker ${brokerId} is not registered`, { brokerId: Number(brokerId) });
+    if (broker.epoch !== brokerEpoch) {
+      throw new FlotillaError(
+        'STALE_BROKER_EPOCH',
+        `broker ${brokerId} epoch ${brokerEpoch} is not its current epoch ${broker.epoch}; register again`,
+        { brokerId, brokerEpoch: broker.epoch },
+      );
+    }
+    return broker;
+  }
+
+  private newTopicId(image: MetadataImage): string {
+    for (let i = 0; i < 16; i++) {
+      const id = this.random === undefined ? randomUUID() : uuidFrom(this.random);
+      if (!image.topicsById.has(id)) return id;
+    }
+    assert.fail('could not draw an unused topic id in 16 attempts: is the random source constant?');
+  }
+}
+
+// ======================= helpers =======================
+
+export function describeTopic(image: MetadataImage, topic: TopicImage): TopicDescription {
+  const minInsync = parseTopicConfig(topic.configs).minInsyncReplicas;
+  const partitions = [...topic.partitions.values()]
+    .sort((a, b) => a.partition - b.partition)
+    .map((p): PartitionDescription => {
+      const health = partitionHealth(p, image.brokers, minInsync);
+      return {
+        partition: p.partition,
+        leader: p.leader,
+        leaderEpoch: p.leaderEpoch,
+        partitionEpoch: p.partitionEpoch,
+        replicas: [...p.replicas],
+        isr: [...p.isr],
+        status: health.status,
+        why: health.why,
+      };
+    });
+  return { name: topic.name, topicId: topic.topicId, configs: Object.fromEntries(topic.configs), partitions };
+}
+
+function checkIsr(newIsr: unknown, state: PartitionState, image: MetadataImage, label: string): number[] {
+  if (!Array.isArray(newIsr) || newIsr.length === 0) {
+    throw new FlotillaError('INVALID_ISR', `the proposed ISR for ${label} is empty`);
+  }
+  const seen = new Set<number>();
+  for (const b of newIsr) {
+    if (!Number.isInteger(b)) throw new FlotillaError('INVALID_ISR', `the proposed ISR for ${label} holds ${String(b)}, not a broker id`);
+    if (seen.has(b)) throw new FlotillaError('INVALID_ISR', `the proposed ISR for ${label} lists broker ${b} twice`);
+    seen.add(b);
+    if (!state.replicas.includes(b)) {
+      throw new FlotillaError('INVALID_ISR', `broker ${b} is not a replica of ${label} (replicas [${state.replicas.join(',')}])`);
+    }
+    if (!state.isr.includes(b) && !image.isUnfenced(b)) {
+      throw new FlotillaError('INVALID_ISR', `broker ${b} cannot join the ISR of ${label}: it is fenced or not registered`);
+    }
+  }
+  if (!seen.has(state.leader)) {
+    throw new FlotillaError('INVALID_ISR', `the proposed ISR [${newIsr.join(',')}] for ${label} does not contain its leader ${state.leader}`);
+  }
+  return [...newIsr] as number[];
+}
+
+function checkInt(value: unknown, field: string, min: number, max: number): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new FlotillaError('INVALID_REQUEST', `${field} ${String(value)} is invalid: it must be an integer from ${min} to ${max}`);
+  }
+}
+
+function checkString(value: unknown, field: string, minLength: number, maxLength: number): void {
+  if (typeof value !== 'string' || value.length < minLength || value.length > maxLength) {
+    throw new FlotillaError('INVALID_REQUEST', `${field} is invalid: it must be a string of ${minLength} to ${maxLength} characters`);
+  }
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A version-4 UUID from an injected random source (deterministic in tests). */
+function uuidFrom(random: () => number): string {
+  const bytes = Array.from({ length: 16 }, () => Math.floor(random() * 256) & 0xff);
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = bytes.map((b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
