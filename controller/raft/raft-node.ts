@@ -167,9 +167,16 @@ export class RaftNode {
     return Math.floor(this.conf().voters.length / 2) + 1;
   }
 
-  /** A node may campaign only while it is a voter in its latest configuration. */
+  /**
+   * A node campaigns while it is a voter in its latest configuration, and also (§4.2.2,
+   * Figure 4.6) while a configuration entry that removes it is not yet committed: it may
+   * still be needed to commit that entry. It then does not count its own vote, because
+   * poll() counts only the voters of the latest configuration.
+   */
   private promotable(): boolean {
-    return this.isVoter(this.id);
+    if (this.isVoter(this.id)) return true;
+    const latest = this.confs[this.confs.length - 1];
+    return latest.index > this.log.committed && this.confAt(this.log.committed).voters.includes(this.id);
   }
 
   /** Keep the leader's progress map equal to the configuration in force. */
