@@ -1,0 +1,63 @@
+import { InvalidArgumentError } from 'commander';
+
+// Argument parsers for commander: each throws InvalidArgumentError, which commander reports
+// as a usage error (exit code 2 in main.ts).
+
+export const DEFAULT_BOOTSTRAP = '127.0.0.1:9093,127.0.0.1:9094,127.0.0.1:9095';
+
+const HOST_PORT = /^([^\s@,]+):(\d{1,5})$/;
+
+export function parseHostPort(value: string): string {
+  const m = HOST_PORT.exec(value.trim());
+  const port = m ? Number(m[2]) : -1;
+  if (!m || port < 0 || port > 65_535) throw new InvalidArgumentError(`"${value}" is not HOST:PORT`);
+  return `${m[1]}:${port}`;
+}
+
+/** "a:1,b:2" -> ["a:1", "b:2"]. */
+export function parseAddressList(value: string): string[] {
+  const list = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (list.length === 0) throw new InvalidArgumentError('expected one or more HOST:PORT, comma-separated');
+  return list.map(parseHostPort);
+}
+
+/** A parser for an integer within [min, max]. */
+export function intIn(min: number, max: number = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected an integer >= ${min}` : `expected an integer in ${min}..${max}`);
+    }
+    return n;
+  };
+}
+
+/** "ID@HOST:PORT" -> { id, address }. */
+export function parseMember(value: string): { id: number; address: string } {
+  const at = value.indexOf('@');
+  if (at <= 0) throw new InvalidArgumentError(`"${value}" is not ID@HOST:PORT`);
+  const id = intIn(1)(value.slice(0, at));
+  return { id, address: parseHostPort(value.slice(at + 1)) };
+}
+
+/** "1@h:p,2@h:p" -> Map(1 -> "h:p", 2 -> "h:p"), ids unique. */
+export function parseVoters(value: string): Map<number, string> {
+  const voters = new Map<number, string>();
+  for (const part of value.split(',').map((s) => s.trim()).filter((s) => s.length > 0)) {
+    const { id, address } = parseMember(part);
+    if (voters.has(id)) throw new InvalidArgumentError(`controller id ${id} appears twice`);
+    voters.set(id, address);
+  }
+  if (voters.size === 0) throw new InvalidArgumentError('expected ID@HOST:PORT, comma-separated');
+  return voters;
+}
+
+/** Collects repeated or variadic `key=value` into a record. */
+export function collectConfig(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError(`"${value}" is not key=value`);
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+}

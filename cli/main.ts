@@ -1,0 +1,317 @@
+#!/usr/bin/env node
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { Admin, Flotilla, FlotillaError, isFlotillaError } from '../client';
+import { DEFAULT_BOOTSTRAP, collectConfig, intIn, parseAddressList, parseHostPort, parseMember, parseVoters } from './args';
+import { clusterUp } from './cluster-up';
+import { formatCluster, formatEvent, formatQuorum, formatTopics } from './format';
+
+// The `flotilla` command. Exit codes: 0 success, 1 an operation failed (printed as
+// `error: NAME: message`), 2 a usage error (bad or missing arguments).
+
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+
+interface GlobalOptions {
+  bootstrap: string[];
+  json: boolean;
+  timeoutMs: number;
+}
+
+/** Usage errors found after parsing (e.g. an option combination). */
+class UsageError extends Error {}
+
+function buildProgram(): Command {
+  const program = new Command('flotilla');
+  program
+    .description('Flotilla: an event streaming platform with a Raft controller quorum')
+    .version(packageVersion())
+    // Every (sub)command throws instead of exiting, so main() picks the exit code.
+    .exitOverride()
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError('(add --help for usage)')
+    .addOption(
+      new Option('--bootstrap <host:port,...>', 'controller addresses to try, comma-separated')
+        .env('FLOTILLA_BOOTSTRAP')
+        .default(parseAddressList(DEFAULT_BOOTSTRAP), DEFAULT_BOOTSTRAP)
+        .argParser(parseAddressList),
+    )
+    .option('--json', 'machine-readable JSON output', false)
+    .addOption(new Option('--timeout-ms <ms>', 'give up on a request after this long (retries included)').default(15_000).argParser(intIn(1)));
+
+  addControllerCommand(program);
+  addClusterCommands(program);
+  addQuorumCommands(program);
+  addTopicCommands(program);
+  program
+    .command('events')
+    .description('print the cluster event log (offset, time, text)')
+    .option('--from-offset <n>', 'first event offset', intIn(0), 0)
+    .option('--max <n>', 'most events to print', intIn(1, 10_000), 100)
+    .action(async (opts: { fromOffset: number; max: number }, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        const events = await admin.listEvents({ fromOffset: opts.fromOffset, max: opts.max });
+        if (g.json) return printJson(events);
+        if (events.length === 0) return print('no events');
+        for (const e of events) print(formatEvent(e));
+      }),
+    );
+  return program;
+}
+
+function addControllerCommand(program: Command): void {
+  program
+    .command('controller')
+    .description('run one controller (a Raft quorum member) in this process')
+    .requiredOption('--node-id <n>', 'this controller\'s id (>= 1)', intIn(1))
+    .requiredOption('--listen <host:port>', 'address to serve Raft and the Controller API on', parseHostPort)
+    .requiredOption('--voters <id@host:port,...>', 'the quorum\'s voters (all of them, this one included unless --join)', parseVoters)
+    .requiredOption('--data-dir <dir>', 'where the Raft log and snapshots live')
+    .option('--join', 'start as a new member to be added with `flotilla quorum add-controller`', false)
+    .option('--tick-ms <ms>', 'Raft tick length', intIn(1))
+    .option('--election-timeout-ticks <n>', 'ticks without a leader before an election', intIn(2))
+    .option('--heartbeat-timeout-ticks <n>', 'ticks between leader heartbeats', intIn(1))
+    .option('--snapshot-every-entries <n>', 'snapshot the metadata after this many entries', intIn(1))
+    .option('--broker-session-timeout-ms <ms>', 'fence a broker after this long without a heartbeat', intIn(1))
+    .option('--log-level <level>', 'trace|debug|info|warn|error (default: FLOTILLA_LOG_LEVEL or info)')
+    .addOption(new Option('--stop-with-parent', 'stop when stdin closes (set by `cluster up`)').hideHelp())
+    .action(async (opts: ControllerCommandOptions) => {
+      if (!opts.join && !opts.voters.has(opts.nodeId)) {
+        throw new UsageError(`--voters must include --node-id ${opts.nodeId} (or pass --join to add a new controller)`);
+      }
+      // Loaded only here: the admin commands need neither Raft nor the disk.
+      const { runController } = await import('../controller/controller-process');
+      const { createLogger } = await import('../shared/log');
+      const logger = createLogger({ nodeId: opts.nodeId, role: 'controller', ...(opts.logLevel ? { level: opts.logLevel } : {}) });
+      await runController(
+        {
+          nodeId: opts.nodeId,
+          listen: opts.listen,
+          voters: opts.voters,
+          dataDir: opts.dataDir,
+          logger,
+          join: opts.join,
+          ...(opts.tickMs !== undefined ? { tickMs: opts.tickMs } : {}),
+          ...(opts.electionTimeoutTicks !== undefined ? { electionTimeoutTicks: opts.electionTimeoutTicks } : {}),
+          ...(opts.heartbeatTimeoutTicks !== undefined ? { heartbeatTimeoutTicks: opts.heartbeatTimeoutTicks } : {}),
+          ...(opts.snapshotEveryEntries !== undefined ? { snapshotEveryEntries: opts.snapshotEveryEntries } : {}),
+          ...(opts.brokerSessionTimeoutMs !== undefined ? { brokerSessionTimeoutMs: opts.brokerSessionTimeoutMs } : {}),
+        },
+        { stopOnStdinClose: opts.stopWithParent === true },
+      );
+    });
+}
+
+interface ControllerCommandOptions {
+  nodeId: number;
+  listen: string;
+  voters: Map<number, string>;
+  dataDir: string;
+  join: boolean;
+  tickMs?: number;
+  electionTimeoutTicks?: number;
+  heartbeatTimeoutTicks?: number;
+  snapshotEveryEntries?: number;
+  brokerSessionTimeoutMs?: number;
+  logLevel?: string;
+  stopWithParent?: boolean;
+}
+
+function addClusterCommands(program: Command): void {
+  const cluster = program.command('cluster').description('run or inspect a whole cluster');
+  cluster
+    .command('up')
+    .description('start a local cluster as child processes; Ctrl-C stops it')
+    .option('--controllers <n>', 'number of controllers', intIn(1, 9), 3)
+    .option('--brokers <n>', 'number of brokers (only 0 for now)', intIn(0), 0)
+    .requiredOption('--data-dir <dir>', 'root folder for data and logs (controller-N/, controller-N.log)')
+    .option('--base-port <port>', 'controller N listens on base-port + N - 1', intIn(1, 65_535), 9093)
+    .option('--host <host>', 'host to listen on', '127.0.0.1')
+    .option('--ready-timeout-ms <ms>', 'give up if no leader is elected within this long', intIn(1), 30_000)
+    .option('--stop-grace-ms <ms>', 'SIGKILL a controller this long after SIGTERM', intIn(1), 5_000)
+    .option('--tick-ms <ms>', 'Raft tick length passed to every controller', intIn(1))
+    .action(
+      async (
+        opts: { controllers: number; brokers: number; dataDir: string; basePort: number; host: string; readyTimeoutMs: number; stopGraceMs: number; tickMs?: number },
+        cmd: Command,
+      ) => {
+        if (opts.brokers > 0) {
+          throw new UsageError(`--brokers ${opts.brokers}: brokers are not part of Flotilla yet (they come in a later issue); use --brokers 0`);
+        }
+        if (opts.basePort + opts.controllers - 1 > 65_535) throw new UsageError(`--base-port ${opts.basePort} leaves no room for ${opts.controllers} ports`);
+        process.exitCode = await clusterUp({
+          mainScript: __filename,
+          controllers: opts.controllers,
+          dataDir: opts.dataDir,
+          host: opts.host,
+          basePort: opts.basePort,
+          readyTimeoutMs: opts.readyTimeoutMs,
+          stopGraceMs: opts.stopGraceMs,
+          json: globals(cmd).json,
+          controllerArgs: opts.tickMs !== undefined ? ['--tick-ms', String(opts.tickMs)] : [],
+        });
+      },
+    );
+  cluster
+    .command('describe')
+    .description('list the registered brokers and the active controller')
+    .action(async (_opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        const c = await admin.describeCluster();
+        return g.json ? printJson(c) : print(formatCluster(c));
+      }),
+    );
+}
+
+function addQuorumCommands(program: Command): void {
+  const quorum = program.command('quorum').description('inspect or change the controller quorum');
+  quorum
+    .command('status')
+    .description('leader, term, commit index and each controller\'s replication lag')
+    .action(async (_opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        const q = await admin.describeQuorum();
+        return g.json ? printJson(q) : print(formatQuorum(q));
+      }),
+    );
+  quorum
+    .command('add-controller')
+    .description('add a controller (already started with --join) to the quorum')
+    .argument('<id@host:port>', 'the new controller', parseMember)
+    .action(async (member: { id: number; address: string }, _opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        await admin.addController(member.id, member.address);
+        return g.json ? printJson({ added: member }) : print(`controller ${member.id} at ${member.address} added`);
+      }),
+    );
+  quorum
+    .command('remove-controller')
+    .description('remove a controller from the quorum')
+    .argument('<id>', 'controller id', intIn(1))
+    .action(async (id: number, _opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        await admin.removeController(id);
+        return g.json ? printJson({ removed: id }) : print(`controller ${id} removed`);
+      }),
+    );
+  quorum
+    .command('transfer-leadership')
+    .description('ask the leader to hand leadership to another voter')
+    .argument('<id>', 'controller id of the new leader', intIn(1))
+    .action(async (id: number, _opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        await admin.transferLeadership(id);
+        return g.json ? printJson({ transferringTo: id }) : print(`leadership transfer to controller ${id} started`);
+      }),
+    );
+}
+
+function addTopicCommands(program: Command): void {
+  const topics = program.command('topics').description('create, list, describe and delete topics');
+  topics
+    .command('create')
+    .description('create a topic')
+    .argument('<name>', 'topic name')
+    .requiredOption('--partitions <n>', 'number of partitions', intIn(1))
+    .requiredOption('--replication-factor <n>', 'replicas per partition (at most the live brokers)', intIn(1))
+    .option('--config <key=value...>', 'topic config override (repeatable)', collectConfig)
+    .action(async (name: string, opts: { partitions: number; replicationFactor: number; config?: Record<string, string> }, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        const t = await admin.createTopic({ name, partitions: opts.partitions, replicationFactor: opts.replicationFactor, configs: opts.config ?? {} });
+        return g.json ? printJson(t) : print(`created topic ${t.name} (${t.partitions.length} partitions, id ${t.topicId})`);
+      }),
+    );
+  topics
+    .command('list')
+    .description('list topic names')
+    .action(async (_opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        const names = await admin.listTopics();
+        if (g.json) return printJson(names);
+        print(names.length > 0 ? names.join('\n') : 'no topics');
+      }),
+    );
+  topics
+    .command('describe')
+    .description('partitions, leaders, replicas, ISR and health of topics (all when none named)')
+    .argument('[names...]', 'topic names')
+    .action(async (names: string[], _opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        const ts = await admin.describeTopics(names);
+        return g.json ? printJson(ts) : print(formatTopics(ts));
+      }),
+    );
+  topics
+    .command('delete')
+    .description('delete a topic')
+    .argument('<name>', 'topic name')
+    .action(async (name: string, _opts: unknown, cmd: Command) =>
+      withAdmin(cmd, async (admin, g) => {
+        await admin.deleteTopic(name);
+        return g.json ? printJson({ deleted: name }) : print(`deleted topic ${name}`);
+      }),
+    );
+}
+
+/** The version in the repository's package.json (found from dist/cli or cli/). */
+function packageVersion(): string {
+  for (let dir = __dirname, i = 0; i < 4; i++, dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'flotilla' && pkg.version) return pkg.version;
+    } catch {
+      // not here: look one folder up
+    }
+  }
+  return 'unknown';
+}
+
+function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals<GlobalOptions>();
+}
+
+async function withAdmin(cmd: Command, fn: (admin: Admin, g: GlobalOptions) => Promise<void>): Promise<void> {
+  const g = globals(cmd);
+  const admin = new Flotilla({ bootstrap: g.bootstrap, totalTimeoutMs: g.timeoutMs, requestTimeoutMs: Math.min(5_000, g.timeoutMs) }).admin();
+  try {
+    await fn(admin, g);
+  } finally {
+    await admin.close();
+  }
+}
+
+function print(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version "fail" with exit code 0; everything else commander reports is usage.
+      return e.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      return EXIT_USAGE;
+    }
+    const fe = isFlotillaError(e) ? e : new FlotillaError('UNKNOWN', (e as Error)?.message ?? String(e));
+    process.stderr.write(`error: ${fe.name}: ${fe.message}\n`);
+    if (fe.name === 'UNKNOWN' && process.env.FLOTILLA_DEBUG === '1') process.stderr.write(`${(e as Error)?.stack}\n`);
+    return EXIT_FAILED;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

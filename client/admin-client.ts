@@ -1,0 +1,309 @@
+import type * as grpc from '@grpc/grpc-js';
+import { FlotillaError } from '../shared/errors/error-codes';
+import { fromGrpcError } from '../shared/rpc/grpc-errors';
+import { ControllerConnections } from './controller-connections';
+import { RetryOptions, ResolvedRetryOptions, backoffMs, resolveRetryOptions } from './retry-policy';
+import type {
+  BrokerDescription,
+  ClusterDescription,
+  ClusterEvent,
+  CreateTopicOptions,
+  ListEventsOptions,
+  PartitionDescription,
+  PartitionStatus,
+  QuorumDescription,
+  QuorumMember,
+  TopicDescription,
+} from './types';
+
+// The admin client (KafkaJS shape: `new Flotilla({ bootstrap }).admin()`).
+//
+// Any controller can answer: a follower forwards to the leader. The client still follows a
+// NOT_CONTROLLER's leaderAddress (the follower could not forward), moves on through the
+// bootstrap list when an address is unreachable, and retries only errors the error table
+// marks retriable, with exponential backoff and jitter, within one total deadline. Anything
+// else surfaces at once as a FlotillaError (branch on `err.name`).
+//
+// Note: a create or delete whose answer was lost (timeout) is retried like any other call,
+// so it can come back TOPIC_ALREADY_EXISTS / UNKNOWN_TOPIC although it was applied; Kafka's
+// admin client behaves the same.
+
+export interface FlotillaConfig extends RetryOptions {
+  /** host:port of one or more controllers; tried in turn. */
+  readonly bootstrap: readonly string[];
+  /** Where retries are reported (e.g. a pino logger); silent by default. */
+  readonly logger?: { debug(obj: object, msg: string): void };
+  /** Injected randomness for backoff jitter (tests); Math.random by default. */
+  readonly random?: () => number;
+}
+
+const ADDRESS = /^[^\s]+:\d{1,5}$/;
+
+export class Flotilla {
+  private readonly config: FlotillaConfig;
+
+  constructor(config: FlotillaConfig) {
+    if (!Array.isArray(config.bootstrap) || config.bootstrap.length === 0) {
+      throw new FlotillaError('INVALID_REQUEST', 'bootstrap needs at least one controller address (host:port)');
+    }
+    for (const a of config.bootstrap) {
+      if (!ADDRESS.test(a)) throw new FlotillaError('INVALID_REQUEST', `bootstrap address "${a}" is not host:port`);
+    }
+    resolveRetryOptions(config);
+    this.config = config;
+  }
+
+  /** A new admin client with its own connections; close() it when done. */
+  admin(): Admin {
+    return new Admin(this.config);
+  }
+}
+
+export class Admin {
+  private readonly bootstrap: readonly string[];
+  private readonly retry: ResolvedRetryOptions;
+  private readonly connections = new ControllerConnections();
+  private readonly random: () => number;
+  private readonly logger: FlotillaConfig['logger'];
+  /** Where the last call succeeded or where we were redirected: tried first next time. */
+  private preferred: string | undefined;
+  /** Next bootstrap address to try when the preferred one fails. */
+  private cursor = 0;
+
+  constructor(config: FlotillaConfig) {
+    this.bootstrap = [...config.bootstrap];
+    this.retry = resolveRetryOptions(config);
+    this.random = config.random ?? Math.random;
+    this.logger = config.logger;
+  }
+
+  async createTopic(opts: CreateTopicOptions): Promise<TopicDescription> {
+    // Only the shape is checked here; bounds (live brokers, partition limits) are the server's.
+    requireInteger('partitions', opts.partitions, Number.MIN_SAFE_INTEGER);
+    requireInteger('replicationFactor', opts.replicationFactor, Number.MIN_SAFE_INTEGER);
+    const res = await this.call<{ topic: WireTopic }>('CreateTopic', {
+      name: opts.name,
+      partitions: opts.partitions,
+      replicationFactor: opts.replicationFactor,
+      configs: opts.configs ?? {},
+    });
+    return topicFromWire(res.topic);
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    await this.call('DeleteTopic', { name });
+  }
+
+  async listTopics(): Promise<string[]> {
+    const res = await this.call<{ names?: string[] }>('ListTopics', {});
+    return res.names ?? [];
+  }
+
+  /** Describes the named topics, or all topics when `names` is absent or empty. */
+  async describeTopics(names: readonly string[] = []): Promise<TopicDescription[]> {
+    const res = await this.call<{ topics?: WireTopic[] }>('DescribeTopics', { names: [...names] });
+    return (res.topics ?? []).map(topicFromWire);
+  }
+
+  async describeCluster(): Promise<ClusterDescription> {
+    const res = await this.call<{ brokers?: WireBroker[]; controllerId: number }>('DescribeCluster', {});
+    return { brokers: (res.brokers ?? []).map(brokerFromWire), controllerId: res.controllerId };
+  }
+
+  async describeQuorum(): Promise<QuorumDescription> {
+    const r = await this.call<WireQuorum>('DescribeQuorum', {});
+    return {
+      leaderId: r.leaderId,
+      term: r.term,
+      commitIndex: r.commitIndex,
+      appliedIndex: r.appliedIndex,
+      snapshotIndex: r.snapshotIndex,
+      voters: (r.voters ?? []).map(memberFromWire),
+      learners: (r.learners ?? []).map(memberFromWire),
+      servedBy: r.servedBy,
+      fromLeader: r.fromLeader,
+    };
+  }
+
+  async listEvents(opts: ListEventsOptions = {}): Promise<ClusterEvent[]> {
+    if (opts.fromOffset !== undefined) requireInteger('fromOffset', opts.fromOffset, 0);
+    if (opts.max !== undefined) requireInteger('max', opts.max, 1);
+    const res = await this.call<{ events?: ClusterEvent[] }>('ListEvents', { fromOffset: opts.fromOffset ?? 0, max: opts.max ?? 0 });
+    return (res.events ?? []).map((e) => ({ offset: e.offset, timestampMs: e.timestampMs, kind: e.kind, text: e.text }));
+  }
+
+  /** Adds a controller (started with --join at `address`) to the quorum. */
+  async addController(id: number, address: string): Promise<void> {
+    requireInteger('id', id, 1);
+    await this.call('AddController', { id, address });
+  }
+
+  async removeController(id: number): Promise<void> {
+    requireInteger('id', id, 1);
+    await this.call('RemoveController', { id });
+  }
+
+  /** Asks the leader to hand leadership to voter `to`. */
+  async transferLeadership(to: number): Promise<void> {
+    requireInteger('to', to, 1);
+    await this.call('TransferLeadership', { to });
+  }
+
+  /** Closes every connection; pending calls fail. */
+  async close(): Promise<void> {
+    this.connections.close();
+  }
+
+  /** KafkaJS spelling of close(). */
+  disconnect(): Promise<void> {
+    return this.close();
+  }
+
+  /** One logical call: attempts, redirects and backoff within the total deadline. */
+  private async call<Res>(method: string, request: object): Promise<Res> {
+    const start = Date.now();
+    const deadline = start + this.retry.totalTimeoutMs;
+    let address = this.preferred ?? this.nextBootstrap();
+    let retries = 0;
+    let redirects = 0;
+    let attempts = 0;
+    let previous: FlotillaError | undefined;
+    for (;;) {
+      attempts++;
+      const attemptDeadline = Math.min(deadline, Date.now() + this.retry.requestTimeoutMs);
+      let err: FlotillaError;
+      try {
+        const res = await this.connections.unary<Res>(address, method, request, attemptDeadline);
+        this.preferred = address;
+        return res;
+      } catch (e) {
+        err = asFlotillaError(e, address);
+      }
+      if (!err.retriable) throw err;
+      // An attempt cut short by our own total deadline says nothing new: report the error
+      // that made us retry instead (e.g. NOT_CONTROLLER, CONTROLLER_UNAVAILABLE).
+      if (previous && err.name === 'REQUEST_TIMED_OUT' && attemptDeadline === deadline) throw gaveUp(previous, attempts, start);
+      if (attempts >= this.retry.attemptsMax) throw gaveUp(err, attempts, start);
+      previous = err;
+      const leaderAddress = err.name === 'NOT_CONTROLLER' ? String(err.details.leaderAddress ?? '') : '';
+      const redirect = leaderAddress !== '' && leaderAddress !== address;
+      this.logger?.debug({ method, address, error: err.name, message: err.message, redirect: redirect ? leaderAddress : undefined }, 'controller call failed; retrying');
+      if (redirect) {
+        address = leaderAddress;
+        this.preferred = leaderAddress;
+        // A redirect is news, not a failure: follow it at once, a few times.
+        if (redirects++ < this.retry.redirectsWithoutBackoffMax) continue;
+      } else {
+        this.preferred = undefined;
+        address = this.nextBootstrap();
+      }
+      const waitMs = backoffMs(retries++, this.retry, this.random);
+      if (Date.now() + waitMs >= deadline) throw gaveUp(err, attempts, start);
+      await sleep(waitMs);
+    }
+  }
+
+  private nextBootstrap(): string {
+    const a = this.bootstrap[this.cursor % this.bootstrap.length]!;
+    this.cursor = (this.cursor + 1) % this.bootstrap.length;
+    return a;
+  }
+}
+
+/** The last retriable error, saying that retrying stopped. */
+function gaveUp(last: FlotillaError, attempts: number, startMs: number): FlotillaError {
+  return new FlotillaError(last.name, `${last.message} (gave up after ${attempts} attempt(s) in ${Date.now() - startMs} ms)`, { ...last.details }, { cause: last });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function requireInteger(field: string, value: number, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min) throw new FlotillaError('INVALID_REQUEST', `${field} must be an integer >= ${min}, got ${value}`);
+}
+
+/** A server's typed answer as sent; a transport failure tagged with the address it concerns. */
+function asFlotillaError(e: unknown, address: string): FlotillaError {
+  if (e instanceof FlotillaError) return e;
+  const se = e as grpc.ServiceError;
+  if (typeof se?.code !== 'number') {
+    return new FlotillaError('UNKNOWN', `${address}: ${(e as Error)?.message ?? String(e)}`, { address }, { cause: e });
+  }
+  const fe = fromGrpcError(se);
+  if (se.metadata?.get('flotilla-error-code').length) return fe;
+  return new FlotillaError(fe.name, `${address}: ${fe.message}`, { ...fe.details, address }, { cause: se });
+}
+
+// ---- wire (proto-loader objects, camelCase, enums as names) to the public types ----
+
+interface WirePartition {
+  partition: number;
+  leader: number;
+  leaderEpoch: number;
+  partitionEpoch: number;
+  replicas?: number[];
+  isr?: number[];
+  status: string;
+  why?: string;
+}
+
+interface WireTopic {
+  name: string;
+  topicId: string;
+  configs?: Record<string, string>;
+  partitions?: WirePartition[];
+}
+
+interface WireBroker {
+  id: number;
+  host: string;
+  port: number;
+  rack?: string;
+  fenced: boolean;
+  epoch: number;
+}
+
+interface WireQuorum {
+  leaderId: number;
+  term: number;
+  commitIndex: number;
+  appliedIndex: number;
+  snapshotIndex: number;
+  voters?: QuorumMember[];
+  learners?: QuorumMember[];
+  servedBy: number;
+  fromLeader: boolean;
+}
+
+const STATUS_FROM_WIRE: Record<string, PartitionStatus> = {
+  PARTITION_STATUS_ONLINE: 'online',
+  PARTITION_STATUS_OFFLINE: 'offline',
+  PARTITION_STATUS_UNDER_REPLICATED: 'under-replicated',
+};
+
+function partitionFromWire(p: WirePartition): PartitionDescription {
+  return {
+    partition: p.partition,
+    leader: p.leader,
+    leaderEpoch: p.leaderEpoch,
+    partitionEpoch: p.partitionEpoch,
+    replicas: p.replicas ?? [],
+    isr: p.isr ?? [],
+    // An unknown (newer) status reads as offline: never claim health we cannot vouch for.
+    status: STATUS_FROM_WIRE[p.status] ?? 'offline',
+    ...(p.why ? { why: p.why } : {}),
+  };
+}
+
+function topicFromWire(t: WireTopic): TopicDescription {
+  return { name: t.name, topicId: t.topicId, configs: { ...(t.configs ?? {}) }, partitions: (t.partitions ?? []).map(partitionFromWire) };
+}
+
+function brokerFromWire(b: WireBroker): BrokerDescription {
+  return { id: b.id, host: b.host, port: b.port, ...(b.rack ? { rack: b.rack } : {}), fenced: b.fenced, epoch: b.epoch };
+}
+
+function memberFromWire(m: QuorumMember): QuorumMember {
+  return { id: m.id, address: m.address, matchIndex: m.matchIndex, lag: m.lag };
+}
