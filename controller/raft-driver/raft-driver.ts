@@ -632,6 +632,8 @@ export class RaftDriver {
       }
     } else {
       this.onConfChangeApplied(decodeConfChange(e.data));
+      // The state machine sees every index, so its offset (and reads waiting on it) move on.
+      this.sm.apply(e.index, e.term, EMPTY);
     }
     this.applied = e.index;
     const w = this.proposals.get(e.index);

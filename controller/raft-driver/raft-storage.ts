@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Level } from 'level';
-import { ConfState, Entry, EntryType, HardState, RaftStorageState, Ready, Snapshot, SnapshotMetadata } from '../raft';
+import { ConfChangeType, ConfState, Entry, EntryType, HardState, RaftStorageState, Ready, Snapshot, SnapshotMetadata, encodeConfChange } from '../raft';
 
 const FORMAT_VERSION = 1;
 const KEY_VERSION = 'v';
@@ -107,14 +107,40 @@ export class RaftStorage {
    * on first start and the stored one wins afterwards, so editing the voter list of an
    * existing node cannot silently change its bootstrap membership.
    */
+  /**
+   * First start. As etcd's bootstrap does, the initial voters become committed AddVoter
+   * entries 1..n of term 1, identical on every founding node (voters sorted), so the
+   * membership is part of the replicated log: a controller added later receives these
+   * entries (or a snapshot that covers them) and so learns who the voters are. Without
+   * this a joiner would know only the changes after bootstrap and could count itself as
+   * the whole quorum. A joining node writes nothing and starts with an empty log.
+   */
+  private async writeBootstrap(bootstrap: ConfState): Promise<void> {
+    const ops: Op[] = [{ type: 'put', key: KEY_BOOTSTRAP_CONF, value: json(bootstrap) }];
+    const voters = [...bootstrap.voters].sort((a, b) => a - b);
+    if (voters.length > 0) {
+      const entries: Entry[] = voters.map((id, i) => ({
+        term: 1,
+        index: i + 1,
+        type: EntryType.ConfChange,
+        data: encodeConfChange({ type: ConfChangeType.AddVoter, nodeId: id }),
+      }));
+      await this.persist({ entries, hardState: { term: 1, vote: 0, commit: voters.length } });
+    }
+    await this.db.batch(ops, { sync: true });
+  }
+
   async load(bootstrap: ConfState): Promise<RaftStorageState> {
     let initialConfState = bootstrap;
     const storedConf = await this.db.get(KEY_BOOTSTRAP_CONF);
     if (storedConf === undefined) {
-      await this.db.batch([{ type: 'put', key: KEY_BOOTSTRAP_CONF, value: json(bootstrap) }], { sync: true });
+      await this.writeBootstrap(bootstrap);
     } else {
       initialConfState = unjson<ConfState>(storedConf);
     }
+    // The bootstrap membership lives in the log itself (see writeBootstrap), so the core
+    // starts from an empty configuration and replays it; a joining node learns it the same way.
+    if (initialConfState.voters.length > 0) initialConfState = { voters: [], learners: [] };
 
     const hsValue = await this.db.get(KEY_HARD_STATE);
     let hardState: HardState = hsValue === undefined ? { term: 0, vote: 0, commit: 0 } : unjson<HardState>(hsValue);

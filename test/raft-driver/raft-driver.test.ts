@@ -317,6 +317,23 @@ describe('raft-driver: snapshots and membership', function () {
     let s = c.driver(leader).quorumStatus();
     expect(s.voters.map((v) => v.id)).to.deep.equal([1, 2, 3, 4]);
     await waitFor('new controller applied everything', () => node.sm.items.includes('s31'));
+    // The joiner learnt the founding voters from the log (bootstrap entries), not only itself:
+    // otherwise it could count its own vote as a quorum.
+    expect(c.driver(id).quorumStatus().voters.map((v) => v.id)).to.deep.equal([1, 2, 3, 4]);
+    await c.driver(leader).transferLeadership(id);
+    await waitFor('the joiner to lead', () => c.driver(id).isLeader());
+    // The leader it replaced may still be catching up to the new term; retry a refused write.
+    let written = false;
+    for (let attempt = 0; attempt < 50 && !written; attempt++) {
+      try {
+        await c.driver(await c.leader()).propose(Buffer.from('led-by-joiner'));
+        written = true;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    expect(written, 'a write after the transfer').to.equal(true);
+    await waitFor('every member applied the joiner\'s entry', () => c.running().every((n) => n.sm.items.includes('led-by-joiner')));
 
     // Every member learnt the address through the log; a restarted one still knows it.
     await waitFor('address replicated', () => c.running().every((n) => n.driver!.peerAddress(id) === node.address));
@@ -326,8 +343,10 @@ describe('raft-driver: snapshots and membership', function () {
     await c.open(other.id);
     expect(c.driver(other.id).peerAddress(id)).to.equal(node.address);
 
+    // Remove the joiner, which now leads: it steps down once the removal commits (§4.2.2).
     leader = await c.leader();
     await c.driver(leader).removeController(id);
+    leader = await c.leader([id]);
     s = c.driver(leader).quorumStatus();
     expect(s.voters.map((v) => v.id)).to.deep.equal([1, 2, 3]);
     await c.driver(leader).propose(Buffer.from('after-remove'));

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { expect } from 'chai';
-import { Entry, EntryType, Snapshot } from '../../controller/raft';
+import { ConfChangeType, Entry, EntryType, Snapshot, decodeConfChange } from '../../controller/raft';
 import { RaftStorage, SNAPSHOT_VALUE_BYTES } from '../../controller/raft-driver/raft-storage';
 
 const CONF = { voters: [1, 2, 3], learners: [] };
@@ -47,20 +47,29 @@ describe('raft-driver RaftStorage', function () {
     return storage;
   }
 
-  it('starts empty with the bootstrap configuration', async () => {
+  it('writes the bootstrap voters into the log as committed AddVoter entries of term 1', async () => {
     const s = await reopen();
     const st = await s.load(CONF);
-    expect(st.hardState).to.deep.equal({ term: 0, vote: 0, commit: 0 });
+    expect(st.hardState).to.deep.equal({ term: 1, vote: 0, commit: CONF.voters.length });
     expect(st.snapshot).to.equal(undefined);
-    expect(st.entries).to.deep.equal([]);
-    expect(st.initialConfState).to.deep.equal(CONF);
+    expect(st.entries.map((e) => [e.index, e.term, e.type, decodeConfChange(e.data)])).to.deep.equal(
+      CONF.voters.map((id, i) => [i + 1, 1, EntryType.ConfChange, { type: ConfChangeType.AddVoter, nodeId: id }]),
+    );
+    // The core replays the membership from those entries, not from a side configuration.
+    expect(st.initialConfState).to.deep.equal({ voters: [], learners: [] });
     expect(st.applied).to.equal(0);
   });
 
-  it('keeps the first bootstrap configuration even if the configured voters change later', async () => {
+  it('writes nothing for a joining node (it learns the membership from the leader)', async () => {
+    const st = await (await reopen()).load({ voters: [], learners: [] });
+    expect(st.entries).to.deep.equal([]);
+    expect(st.hardState).to.deep.equal({ term: 0, vote: 0, commit: 0 });
+  });
+
+  it('keeps the first bootstrap membership even if the configured voters change later', async () => {
     await (await reopen()).load(CONF);
     const st = await (await reopen()).load({ voters: [7], learners: [] });
-    expect(st.initialConfState).to.deep.equal(CONF);
+    expect(st.entries.map((e) => decodeConfChange(e.data).nodeId)).to.deep.equal(CONF.voters);
   });
 
   it('persist -> reopen -> load returns the same hard state and entries', async () => {
