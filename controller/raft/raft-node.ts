@@ -502,6 +502,7 @@ export class RaftNode {
       case MessageType.HeartbeatResp:
         pr.recentActive = true;
         pr.probeSent = false;
+        if (pr.state !== 'snapshot' && m.index < pr.match) this.onFollowerLostLog(pr, m.index);
         if (pr.state === 'replicate' && pr.inflights.length >= this.cfg.maxInflightMsgs) pr.inflights.shift();
         if (pr.match < this.log.lastIndex()) this.sendAppend(pr.id);
         if (m.context !== '') this.onReadAck(m.context, m.from);
@@ -512,6 +513,11 @@ export class RaftNode {
   }
 
   private onAppendRejected(pr: Progress, m: Message): void {
+    if (pr.state !== 'snapshot' && pr.match > 0 && m.index === pr.match && m.rejectHint < pr.match) {
+      // The follower rejects the very entry it acknowledged: a durable follower never does.
+      this.onFollowerLostLog(pr, m.rejectHint);
+      return;
+    }
     // Fast backtracking (§5.3 optimisation as in etcd): the follower sent the last index
     // whose term is <= the term we asked about; skip every index of a conflicting term.
     const nextProbe = m.logTerm > 0 ? this.log.findConflictByTerm(m.rejectHint, m.logTerm) : m.rejectHint;
@@ -519,6 +525,20 @@ export class RaftNode {
       if (pr.state === 'replicate') pr.becomeProbe();
       this.sendAppend(pr.id);
     }
+  }
+
+  /**
+   * A follower reports a log shorter than the match index it acknowledged. A durable
+   * follower cannot (it never truncates below a match), so an operator wiped its data dir.
+   * Raft assumes durable storage; rather than stall forever on a match that no longer
+   * holds, replicate again from what it has (by InstallSnapshot when compacted). A stale,
+   * reordered response can also land here: that costs one extra probe, never safety, since
+   * a lower match only delays commits.
+   */
+  private onFollowerLostLog(pr: Progress, followerLastIndex: number): void {
+    pr.match = followerLastIndex;
+    pr.becomeProbe();
+    this.sendAppend(pr.id);
   }
 
   private onAppendAccepted(pr: Progress, m: Message): void {
@@ -572,7 +592,8 @@ export class RaftNode {
 
   private onHeartbeat(m: Message): void {
     this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-    this.send({ type: MessageType.HeartbeatResp, to: m.from, term: this.term, context: m.context });
+    // `index` tells the leader how long our log is: see the lost-log check in stepLeader.
+    this.send({ type: MessageType.HeartbeatResp, to: m.from, term: this.term, context: m.context, index: this.log.lastIndex() });
   }
 
   private onInstallSnapshot(m: Message): void {
