@@ -35,6 +35,32 @@ module.exports = {
       to: { path: '^(controller|broker|client|cli)/' },
     },
     {
+      name: 'raft-driver-below-controller-logic',
+      comment:
+        'controller/raft-driver/ runs Raft for any state machine: it knows nothing of ' +
+        'metadata, the QuorumController or the gRPC API built on top of it.',
+      severity: 'error',
+      from: { path: '^controller/raft-driver/' },
+      to: { path: '^(controller/(quorum|server)/|controller/controller-process|shared/metadata/)' },
+    },
+    {
+      name: 'quorum-controller-has-no-io',
+      comment:
+        'controller/quorum/ (KRaft QuorumController analogue) generates records and replays ' +
+        'them; it reaches Raft only through the MetadataLog interface it declares, never the ' +
+        'driver, gRPC or disks directly.',
+      severity: 'error',
+      from: { path: '^controller/quorum/' },
+      to: { path: '^(controller/(raft|raft-driver|server)/|controller/controller-process)|@grpc|^node_modules/level' },
+    },
+    {
+      name: 'controller-server-uses-ports',
+      comment: 'controller/server/ sees the driver and the QuorumController only through ports.ts.',
+      severity: 'error',
+      from: { path: '^controller/server/' },
+      to: { path: '^controller/(raft|raft-driver|quorum)/' },
+    },
+    {
       name: 'controller-not-to-broker-client-cli',
       comment: 'The controller talks to brokers over gRPC only; it does not import their code.',
       severity: 'error',
