@@ -36,7 +36,7 @@ lint: install
 # Pretty logs only on a terminal; FLOTILLA_PRETTY=0 make up keeps JSON.
 up: build
 	if [ -t 1 ]; then export FLOTILLA_PRETTY="$${FLOTILLA_PRETTY:-1}"; fi; \
-	exec node dist/cli/main.js cluster up --controllers 3 --brokers 0 --data-dir ./data
+	exec node dist/cli/main.js cluster up --controllers 3 --brokers 3 --data-dir ./data
 
 bench: build
 	node dist/bench/run-all.js

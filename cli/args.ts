@@ -3,7 +3,22 @@ import { InvalidArgumentError } from 'commander';
 // Argument parsers for commander: each throws InvalidArgumentError, which commander reports
 // as a usage error (exit code 2 in main.ts).
 
-export const DEFAULT_BOOTSTRAP = '127.0.0.1:9093,127.0.0.1:9094,127.0.0.1:9095';
+/** `cluster up`: controller N listens on base port + N - 1 ... */
+export const DEFAULT_BASE_PORT = 9093;
+/** ... and broker N on base port + BROKER_PORT_OFFSET + N - 1. */
+export const BROKER_PORT_OFFSET = 100;
+
+/**
+ * Where the CLI looks without --bootstrap or FLOTILLA_BOOTSTRAP: the three controllers and
+ * the three brokers of a default `flotilla cluster up` (brokers serve the admin API too, so
+ * either kind of address works; the list is tried in turn).
+ */
+export const DEFAULT_BOOTSTRAP = [0, 1, 2, BROKER_PORT_OFFSET, BROKER_PORT_OFFSET + 1, BROKER_PORT_OFFSET + 2]
+  .map((i) => `127.0.0.1:${DEFAULT_BASE_PORT + i}`)
+  .join(',');
+
+/** How --help shows DEFAULT_BOOTSTRAP. */
+export const DEFAULT_BOOTSTRAP_HELP = `controllers 127.0.0.1:${DEFAULT_BASE_PORT}-${DEFAULT_BASE_PORT + 2}, then brokers 127.0.0.1:${DEFAULT_BASE_PORT + BROKER_PORT_OFFSET}-${DEFAULT_BASE_PORT + BROKER_PORT_OFFSET + 2}`;
 
 const HOST_PORT = /^([^\s@,]+):(\d{1,5})$/;
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { Admin, Flotilla, FlotillaError, isFlotillaError } from '../client';
-import { DEFAULT_BOOTSTRAP, collectConfig, intIn, parseAddressList, parseHostPort, parseMember, parseVoters } from './args';
+import { BROKER_PORT_OFFSET, DEFAULT_BASE_PORT, DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_HELP, collectConfig, intIn, parseAddressList, parseHostPort, parseMember, parseVoters } from './args';
 import { clusterUp } from './cluster-up';
 import { formatCluster, formatEvent, formatQuorum, formatTopics } from './format';
 
@@ -12,6 +12,8 @@ import { formatCluster, formatEvent, formatQuorum, formatTopics } from './format
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
+/** `cluster up --brokers`: broker ports must stay clear of the controllers' (base-port + 0..8). */
+const BROKERS_MAX = 99;
 
 interface GlobalOptions {
   bootstrap: string[];
@@ -32,15 +34,16 @@ function buildProgram(): Command {
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(add --help for usage)')
     .addOption(
-      new Option('--bootstrap <host:port,...>', 'controller addresses to try, comma-separated')
+      new Option('--bootstrap <host:port,...>', 'controller or broker addresses to try, comma-separated')
         .env('FLOTILLA_BOOTSTRAP')
-        .default(parseAddressList(DEFAULT_BOOTSTRAP), DEFAULT_BOOTSTRAP)
+        .default(parseAddressList(DEFAULT_BOOTSTRAP), DEFAULT_BOOTSTRAP_HELP)
         .argParser(parseAddressList),
     )
     .option('--json', 'machine-readable JSON output', false)
     .addOption(new Option('--timeout-ms <ms>', 'give up on a request after this long (retries included)').default(15_000).argParser(intIn(1)));
 
   addControllerCommand(program);
+  addBrokerCommand(program);
   addClusterCommands(program);
   addQuorumCommands(program);
   addTopicCommands(program);
@@ -118,38 +121,86 @@ interface ControllerCommandOptions {
   stopWithParent?: boolean;
 }
 
+function addBrokerCommand(program: Command): void {
+  program
+    .command('broker')
+    .description('run one broker in this process: registers with the controllers, follows the metadata log, serves the admin API')
+    .requiredOption('--node-id <n>', 'this broker\'s id (>= 0)', intIn(0))
+    .requiredOption('--listen <host:port>', 'address to serve clients on (also the address registered with the controllers)', parseHostPort)
+    .requiredOption('--controllers <host:port,...>', 'controller addresses, comma-separated (any of the quorum\'s voters)', parseAddressList)
+    .requiredOption('--data-dir <dir>', 'where this broker keeps its data')
+    .option('--rack <rack>', 'rack label, for rack-aware replica placement')
+    .option('--heartbeat-interval-ms <ms>', 'time between heartbeats to the controller (keep it well below its session timeout)', intIn(10))
+    .option('--log-level <level>', 'trace|debug|info|warn|error (default: FLOTILLA_LOG_LEVEL or info)')
+    .addOption(new Option('--stop-with-parent', 'stop when stdin closes (set by `cluster up`)').hideHelp())
+    .action(async (opts: BrokerCommandOptions) => {
+      if (opts.rack !== undefined && (opts.rack.length === 0 || opts.rack.length > 255)) throw new UsageError('--rack must be 1 to 255 characters');
+      // Loaded only here: the admin commands need no broker code.
+      const { runBroker } = await import('../broker');
+      const { createLogger } = await import('../shared/log');
+      const logger = createLogger({ nodeId: opts.nodeId, role: 'broker', ...(opts.logLevel ? { level: opts.logLevel } : {}) });
+      await runBroker(
+        {
+          nodeId: opts.nodeId,
+          listen: opts.listen,
+          controllers: opts.controllers,
+          dataDir: opts.dataDir,
+          logger,
+          ...(opts.rack !== undefined ? { rack: opts.rack } : {}),
+          ...(opts.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: opts.heartbeatIntervalMs } : {}),
+        },
+        { stopOnStdinClose: opts.stopWithParent === true },
+      );
+    });
+}
+
+interface BrokerCommandOptions {
+  nodeId: number;
+  listen: string;
+  controllers: string[];
+  dataDir: string;
+  rack?: string;
+  heartbeatIntervalMs?: number;
+  logLevel?: string;
+  stopWithParent?: boolean;
+}
+
 function addClusterCommands(program: Command): void {
   const cluster = program.command('cluster').description('run or inspect a whole cluster');
   cluster
     .command('up')
-    .description('start a local cluster as child processes; Ctrl-C stops it')
+    .description('start a local cluster (controllers, then brokers) as child processes; Ctrl-C stops it')
     .option('--controllers <n>', 'number of controllers', intIn(1, 9), 3)
-    .option('--brokers <n>', 'number of brokers (only 0 for now)', intIn(0), 0)
-    .requiredOption('--data-dir <dir>', 'root folder for data and logs (controller-N/, controller-N.log)')
-    .option('--base-port <port>', 'controller N listens on base-port + N - 1', intIn(1, 65_535), 9093)
+    .option('--brokers <n>', 'number of brokers (0 for a controller quorum only)', intIn(0, BROKERS_MAX), 3)
+    .requiredOption('--data-dir <dir>', 'root folder for data and logs (controller-N/, broker-N/, controller-N.log, broker-N.log)')
+    .option('--base-port <port>', `controller N listens on base-port + N - 1, broker N on base-port + ${BROKER_PORT_OFFSET} + N - 1`, intIn(1, 65_535), DEFAULT_BASE_PORT)
     .option('--host <host>', 'host to listen on', '127.0.0.1')
-    .option('--ready-timeout-ms <ms>', 'give up if no leader is elected within this long', intIn(1), 30_000)
-    .option('--stop-grace-ms <ms>', 'SIGKILL a controller this long after SIGTERM', intIn(1), 5_000)
+    .option('--ready-timeout-ms <ms>', 'give up if the controllers elect no leader, or the brokers are not all unfenced, within this long', intIn(1), 30_000)
+    .option('--stop-grace-ms <ms>', 'SIGKILL a child this long after SIGTERM', intIn(1), 5_000)
     .option('--tick-ms <ms>', 'Raft tick length passed to every controller', intIn(1))
     .action(
       async (
         opts: { controllers: number; brokers: number; dataDir: string; basePort: number; host: string; readyTimeoutMs: number; stopGraceMs: number; tickMs?: number },
         cmd: Command,
       ) => {
-        if (opts.brokers > 0) {
-          throw new UsageError(`--brokers ${opts.brokers}: brokers are not part of Flotilla yet (they come in a later issue); use --brokers 0`);
-        }
         if (opts.basePort + opts.controllers - 1 > 65_535) throw new UsageError(`--base-port ${opts.basePort} leaves no room for ${opts.controllers} ports`);
+        const brokerBasePort = opts.basePort + BROKER_PORT_OFFSET;
+        if (opts.brokers > 0 && brokerBasePort + opts.brokers - 1 > 65_535) {
+          throw new UsageError(`--base-port ${opts.basePort} leaves no room for ${opts.brokers} broker ports from ${brokerBasePort}`);
+        }
         process.exitCode = await clusterUp({
           mainScript: __filename,
           controllers: opts.controllers,
+          brokers: opts.brokers,
           dataDir: opts.dataDir,
           host: opts.host,
           basePort: opts.basePort,
+          brokerBasePort,
           readyTimeoutMs: opts.readyTimeoutMs,
           stopGraceMs: opts.stopGraceMs,
           json: globals(cmd).json,
           controllerArgs: opts.tickMs !== undefined ? ['--tick-ms', String(opts.tickMs)] : [],
+          defaultBootstrapReaches: opts.host === '127.0.0.1' && opts.basePort === DEFAULT_BASE_PORT && opts.brokers <= 3,
         });
       },
     );

@@ -47,6 +47,7 @@ function pool(n: number): <T>(task: () => Promise<T>) => Promise<T> {
 const COMMANDS = [
   [],
   ['controller'],
+  ['broker'],
   ['cluster'],
   ['cluster', 'up'],
   ['cluster', 'describe'],
@@ -74,7 +75,7 @@ const USAGE_ERRORS: [string[], RegExp][] = [
   [['controller', '--node-id', '4', '--listen', '127.0.0.1:1', '--voters', '1@127.0.0.1:1', '--data-dir', '/tmp/x'], /must include --node-id 4/],
   [['controller', '--node-id', '1', '--listen', '127.0.0.1:1', '--voters', '1@a:1,1@b:2', '--data-dir', '/tmp/x'], /appears twice/],
   [['quorum', 'add-controller', '5'], /ID@HOST:PORT/],
-  [['cluster', 'up', '--brokers', '1', '--data-dir', '/tmp/flotilla-never-used'], /brokers are not part of Flotilla yet/],
+  [['cluster', 'up', '--brokers', '100', '--data-dir', '/tmp/flotilla-never-used'], /--brokers/],
 ];
 
 describe('cli: help and usage errors', function () {

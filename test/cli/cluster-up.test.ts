@@ -57,7 +57,7 @@ describe('cli: cluster up with real controllers', function () {
   before(async () => {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-cli-'));
     const base = await freeBasePort(3);
-    parent = spawn(process.execPath, [CLI, 'cluster', 'up', '--json', '--controllers', '3', '--data-dir', dataDir, '--base-port', String(base)], {
+    parent = spawn(process.execPath, [CLI, 'cluster', 'up', '--json', '--controllers', '3', '--brokers', '0', '--data-dir', dataDir, '--base-port', String(base)], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, FLOTILLA_PRETTY: '0' },
     });
