@@ -21,6 +21,8 @@ export class Progress {
   recentActive = true;
   /** Last index of each Append in flight (replicate state). */
   inflights: number[] = [];
+  /** Highest commit index sent to this follower (Append or Heartbeat). */
+  sentCommit = 0;
 
   constructor(readonly id: NodeId, next: number, public isLearner: boolean) {
     this.next = next;

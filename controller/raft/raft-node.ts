@@ -552,7 +552,13 @@ export class RaftNode {
     else if (pr.state === 'replicate') pr.freeInflightsTo(m.index);
 
     if (this.maybeCommit()) this.bcastAppend();
-    else while (this.sendAppend(pr.id, false)) { /* fill the pipeline */ }
+    else {
+      while (this.sendAppend(pr.id, false)) { /* fill the pipeline */ }
+      // An acknowledgement that arrives after the commit index moved past what this
+      // follower was told: tell it now (an empty Append) rather than at the next heartbeat,
+      // so its state machine, and anything served from it, is not a heartbeat behind.
+      if (pr.sentCommit < Math.min(pr.match, this.log.committed)) this.sendAppend(pr.id, true);
+    }
 
     if (pr.id === this.leadTransferee && pr.match === this.log.lastIndex()) {
       this.send({ type: MessageType.TimeoutNow, to: pr.id, term: this.term });
@@ -635,14 +641,10 @@ export class RaftNode {
 
   private bcastHeartbeat(ctx: string): void {
     for (const pr of this.prs.values()) {
-      this.send({
-        type: MessageType.Heartbeat,
-        to: pr.id,
-        term: this.term,
-        // Never tell a follower to commit past what it is known to hold.
-        commit: Math.min(pr.match, this.log.committed),
-        context: ctx,
-      });
+      // Never tell a follower to commit past what it is known to hold.
+      const commit = Math.min(pr.match, this.log.committed);
+      pr.sentCommit = Math.max(pr.sentCommit, commit);
+      this.send({ type: MessageType.Heartbeat, to: pr.id, term: this.term, commit, context: ctx });
     }
   }
 
@@ -664,6 +666,7 @@ export class RaftNode {
       entries: ents,
       commit: this.log.committed,
     });
+    pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.log.committed, prevIndex + ents.length));
     if (ents.length > 0 && pr.state === 'replicate') {
       const last = ents[ents.length - 1].index;
       pr.next = last + 1;
@@ -772,8 +775,9 @@ export class RaftNode {
     }
     const e = this.appendEntry(EntryType.ConfChange, encodeConfChange(cc));
     this.pendingConfIndex = e.index;
-    // A smaller quorum may commit what is already replicated.
-    if (this.maybeCommit()) { /* followers learn it from the broadcast below */ }
+    // A smaller quorum may commit what is already replicated; the broadcast below carries
+    // the new entry and any new commit index.
+    this.maybeCommit();
     this.bcastAppend();
     return { index: e.index, term: e.term };
   }
