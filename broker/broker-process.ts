@@ -5,6 +5,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../shared/log';
 import type { MetadataImage } from '../shared/metadata';
 import { SERVER_OPTIONS } from '../shared/rpc/proto';
+import { bindServer, shutdownServer, splitHostPort } from '../shared/rpc/server-lifecycle';
+import { runUntilStopped } from '../shared/process/run-until-stopped';
 import { AdminProxy } from './admin-proxy';
 import { BrokerLifecycleManager, BrokerStatus } from './broker-lifecycle';
 import { ControllerChannel } from './controller-channel';
@@ -84,9 +86,7 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   admin.register(server);
   let port: number;
   try {
-    port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host}:${portText}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
+    port = await bindServer(server, host, portText);
   } catch (e) {
     channel.close();
     throw new Error(`broker ${nodeId} cannot listen on ${o.listen}: ${(e as Error).message}`, { cause: e });
@@ -171,29 +171,8 @@ export async function runBroker(o: BrokerOptions, opts: { stopOnStdinClose?: boo
       onStop('fatal error');
     },
   });
-  await new Promise<void>((resolve) => {
-    let stopRequested = false;
-    onStop = (why: string): void => {
-      // A second signal while stopping is ignored: a parent escalates to SIGKILL if needed.
-      if (stopRequested) return;
-      stopRequested = true;
-      o.logger.info({ why }, 'stop requested');
-      running
-        .stop()
-        .catch((err: unknown) => o.logger.error({ err }, 'unclean stop'))
-        .finally(() => {
-          // An open stdin pipe would keep the process alive after the stop.
-          if (opts.stopOnStdinClose) process.stdin.destroy();
-          resolve();
-        });
-    };
-    process.on('SIGTERM', () => onStop('SIGTERM'));
-    process.on('SIGINT', () => onStop('SIGINT'));
-    if (opts.stopOnStdinClose) {
-      process.stdin.on('end', () => onStop('stdin closed: the parent process is gone'));
-      process.stdin.on('error', () => onStop('stdin failed: the parent process is gone'));
-      process.stdin.resume();
-    }
+  await runUntilStopped(running, { logger: o.logger, stopOnStdinClose: opts.stopOnStdinClose }, (stop) => {
+    onStop = stop;
   });
 }
 
@@ -223,23 +202,4 @@ function claimDataDir(dataDir: string, nodeId: number): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
-}
-
-function splitHostPort(listen: string): [string, string] {
-  const m = /^(.+):(\d{1,5})$/.exec(listen);
-  if (!m) throw new Error(`listen address "${listen}" is not host:port`);
-  return [m[1]!, m[2]!];
-}
-
-async function shutdownServer(server: grpc.Server, graceMs: number): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }

@@ -2,6 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../shared/log';
 import { imageToBatches } from '../shared/metadata';
 import { SERVER_OPTIONS } from '../shared/rpc/proto';
+import { bindServer, shutdownServer, splitHostPort } from '../shared/rpc/server-lifecycle';
+import { runUntilStopped } from '../shared/process/run-until-stopped';
 import { QuorumController } from './quorum';
 import { RaftDriver } from './raft-driver';
 import { ControllerService } from './server';
@@ -96,9 +98,7 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
 
   let port: number;
   try {
-    port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host}:${portText}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
+    port = await bindServer(server, host, portText);
   } catch (e) {
     service.close();
     await d.stop();
@@ -148,47 +148,5 @@ export async function startController(o: ControllerOptions): Promise<RunningCont
  */
 export async function runController(o: ControllerOptions, opts: { stopOnStdinClose?: boolean } = {}): Promise<void> {
   const running = await startController(o);
-  await new Promise<void>((resolve) => {
-    let stopRequested = false;
-    const onStop = (why: string): void => {
-      // A second signal while stopping is ignored: a parent escalates to SIGKILL if needed.
-      if (stopRequested) return;
-      stopRequested = true;
-      o.logger.info({ why }, 'stop requested');
-      running
-        .stop()
-        .catch((err: unknown) => o.logger.error({ err }, 'unclean stop'))
-        .finally(() => {
-          // An open stdin pipe would keep the process alive after the stop.
-          if (opts.stopOnStdinClose) process.stdin.destroy();
-          resolve();
-        });
-    };
-    process.on('SIGTERM', () => onStop('SIGTERM'));
-    process.on('SIGINT', () => onStop('SIGINT'));
-    if (opts.stopOnStdinClose) {
-      process.stdin.on('end', () => onStop('stdin closed: the parent process is gone'));
-      process.stdin.on('error', () => onStop('stdin failed: the parent process is gone'));
-      process.stdin.resume();
-    }
-  });
-}
-
-function splitHostPort(listen: string): [string, string] {
-  const m = /^(.+):(\d{1,5})$/.exec(listen);
-  if (!m) throw new Error(`listen address "${listen}" is not host:port`);
-  return [m[1]!, m[2]!];
-}
-
-async function shutdownServer(server: grpc.Server, graceMs: number): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  await runUntilStopped(running, { logger: o.logger, stopOnStdinClose: opts.stopOnStdinClose });
 }
