@@ -31,6 +31,12 @@ export const ErrorCode = {
   RECONFIGURATION_IN_PROGRESS: { code: 41, retriable: true, about: 'a membership change is still uncommitted' },
   LEARNER_NOT_CAUGHT_UP: { code: 42, retriable: true, about: 'the learner has not caught up with the leader yet' },
   INVALID_MEMBERSHIP_CHANGE: { code: 43, retriable: false, about: 'the membership change is not valid for the current configuration' },
+  CORRUPT_RECORD: { code: 50, retriable: true, about: 'a record batch failed its CRC32C or framing check (corrupted in transit or on disk)' },
+  RECORD_TOO_LARGE: { code: 51, retriable: false, about: 'a record batch is larger than max.message.bytes' },
+  INVALID_RECORD: { code: 52, retriable: false, about: 'a record batch is well-formed but breaks a rule of the log (empty, bad timestamps, unsupported attributes)' },
+  UNEXPECTED_APPEND_OFFSET: { code: 53, retriable: false, about: 'a replicated batch does not continue the log contiguously at its end offset' },
+  FENCED_LEADER_EPOCH: { code: 54, retriable: true, about: 'the leader epoch is older than one the log has already seen' },
+  STORAGE_ERROR: { code: 55, retriable: true, about: 'the partition log hit an I/O error or found its files inconsistent and is offline on this broker' },
 } as const;
 
 export type ErrorName = keyof typeof ErrorCode;
