@@ -1,3 +1,4 @@
+import { strict as assert } from 'node:assert';
 import {
   electLeader,
   MetadataImage,
@@ -63,19 +64,32 @@ export function changesForDepartingBrokers(
 }
 
 /**
+ * The partitions the image indexes as not led by their preferred replica (leaderless ones
+ * included), by topic name and partition: the only ones a returning broker or
+ * preferred-leader election can give a (new) leader. O(those), not O(all partitions).
+ */
+function sortedOffPreferred(image: MetadataImage): { topic: TopicImage; state: PartitionState }[] {
+  const candidates: { topic: TopicImage; state: PartitionState }[] = [];
+  for (const { topicId, state } of image.partitionsOffPreferredLeader.values()) {
+    const topic = image.topicsById.get(topicId);
+    assert(topic !== undefined && topic.partitions.get(state.partition) === state, `off-preferred index out of date at ${topicId}:${state.partition}`);
+    candidates.push({ topic, state });
+  }
+  return candidates.sort((a, b) => (a.topic.name < b.topic.name ? -1 : a.topic.name > b.topic.name ? 1 : a.state.partition - b.state.partition));
+}
+
+/**
  * When a broker becomes live again: elect leaders for its partitions that have none
  * (it may be their last ISR member, or an unclean candidate where the topic allows it).
  */
 export function changesForReturningBroker(image: MetadataImage, brokerId: number, cause: string, nowMs: number): PartitionChangeRecord[] {
   const live = (id: number) => id === brokerId || image.isUnfenced(id);
   const records: PartitionChangeRecord[] = [];
-  for (const topic of sortedTopics(image)) {
+  for (const { topic, state } of sortedOffPreferred(image)) {
+    if (state.leader !== NO_LEADER || !state.replicas.includes(brokerId)) continue;
     const unclean = parseTopicConfig(topic.configs).uncleanLeaderElectionEnable;
-    for (const state of sortedPartitions(topic)) {
-      if (state.leader !== NO_LEADER || !state.replicas.includes(brokerId)) continue;
-      const result = electLeader(state, live, { uncleanLeaderElection: unclean, label: partitionLabel(topic.name, state.partition) });
-      if (result !== null) records.push(changeRecord(topic, state, result, cause, nowMs));
-    }
+    const result = electLeader(state, live, { uncleanLeaderElection: unclean, label: partitionLabel(topic.name, state.partition) });
+    if (result !== null) records.push(changeRecord(topic, state, result, cause, nowMs));
   }
   return records;
 }
@@ -84,21 +98,20 @@ export function changesForReturningBroker(image: MetadataImage, brokerId: number
  * The periodic sweep: partitions without a leader that could have one, and partitions led
  * by another broker while their preferred replica is live and in the ISR (Kafka's
  * auto.leader.rebalance). At most `max` changes, so one tick stays a bounded batch.
+ * A partition led by its preferred replica gets null from both elections, so only the
+ * indexed ones are looked at: nothing at all in a balanced cluster.
  */
 export function changesForLeaderBalance(image: MetadataImage, max: number, nowMs: number): PartitionChangeRecord[] {
   const live = (id: number) => image.isUnfenced(id);
   const records: PartitionChangeRecord[] = [];
-  for (const topic of sortedTopics(image)) {
-    const unclean = parseTopicConfig(topic.configs).uncleanLeaderElectionEnable;
-    for (const state of sortedPartitions(topic)) {
-      if (records.length >= max) return records;
-      const label = partitionLabel(topic.name, state.partition);
-      const result =
-        state.leader === NO_LEADER
-          ? electLeader(state, live, { uncleanLeaderElection: unclean, label })
-          : preferredLeaderChange(state, live, label);
-      if (result !== null && result.leader !== NO_LEADER) records.push(changeRecord(topic, state, result, '', nowMs));
-    }
+  for (const { topic, state } of sortedOffPreferred(image)) {
+    if (records.length >= max) break;
+    const label = partitionLabel(topic.name, state.partition);
+    const result =
+      state.leader === NO_LEADER
+        ? electLeader(state, live, { uncleanLeaderElection: parseTopicConfig(topic.configs).uncleanLeaderElectionEnable, label })
+        : preferredLeaderChange(state, live, label);
+    if (result !== null && result.leader !== NO_LEADER) records.push(changeRecord(topic, state, result, '', nowMs));
   }
   return records;
 }

@@ -61,6 +61,11 @@ export interface QuorumControllerOptions {
   readonly readWaitTimeoutMs?: number;
   /** Preferred-leader elections per tick (they are not urgent); default 1000. */
   readonly maxPreferredElectionsPerTick?: number;
+  /**
+   * Preferred-leader election runs on a tick when brokers or a partition off its preferred
+   * leader changed, and otherwise at most this often (a backstop); default 10000.
+   */
+  readonly leaderImbalanceCheckIntervalMs?: number;
 }
 
 export interface CreateTopicRequest {

@@ -5,10 +5,14 @@ import {
   EVENTS_CAPACITY,
   MetadataEvent,
   MetadataImage,
+  partitionKey,
   PartitionState,
   TopicImage,
 } from './image';
+import { preferredLeader } from './partition-election';
+import { PersistentMap } from './persistent-map';
 import type { MetadataRecord, PartitionChangeRecord } from './records';
+import { topicCollisionKey } from './validation';
 
 // Replays records over a base image and builds the next image (Kafka's MetadataDelta,
 // metadata/src/main/java/org/apache/kafka/image/MetadataDelta.java). The only way cluster
@@ -46,12 +50,29 @@ export interface LocalReplicaChanges {
   readonly deletes: readonly LocalPartitionRemoval[];
 }
 
-/** A topic touched by the delta: copies of what changed, null once removed. */
+/**
+ * A topic touched by the delta: the base's partitions plus the ones this delta set, merged
+ * into a new persistent map by apply() (sharing the untouched ones); its configs are the
+ * base's until the first Config record, then a private copy (a topic has a handful).
+ */
 interface WorkingTopic {
   readonly topicId: string;
   readonly name: string;
-  readonly partitions: Map<number, PartitionState>;
-  readonly configs: Map<string, string>;
+  /** Created by a Topic record of this delta (not derived from a base topic). */
+  readonly created: boolean;
+  readonly basePartitions: PersistentMap<number, PartitionState>;
+  /** Partitions set by this delta (for localChanges and the image's indexes too). */
+  readonly changed: Map<number, PartitionState>;
+  readonly baseConfigs: ReadonlyMap<string, string>;
+  /** A private copy of the configs once a Config record wrote one; null until then. */
+  configs: Map<string, string> | null;
+}
+
+/** The configs of a topic created without any (never written: Config records copy first). */
+const NO_CONFIGS: ReadonlyMap<string, string> = new Map();
+
+function partitionOf(t: WorkingTopic, partition: number): PartitionState | undefined {
+  return t.changed.get(partition) ?? t.basePartitions.get(partition);
 }
 
 export class MetadataDelta {
@@ -59,19 +80,19 @@ export class MetadataDelta {
   ignoredRecords = 0;
 
   private offset: number;
-  private brokers: Map<number, BrokerRegistration> | null = null;
+  private brokers: PersistentMap<number, BrokerRegistration>;
   /** topicId -> working copy, or null when removed by this delta. */
   private readonly topics = new Map<string, WorkingTopic | null>();
   /** name -> topicId, or null when the name was freed by this delta. */
   private readonly names = new Map<string, string | null>();
-  private configs: Map<string, ReadonlyMap<string, string>> | null = null;
+  private configs: PersistentMap<string, ReadonlyMap<string, string>>;
   private nextProducerId: number;
   private readonly newEvents: MetadataEvent[] = [];
-  /** topicId -> partitions changed by this delta (for localChanges). */
-  private readonly changedPartitions = new Map<string, Set<number>>();
 
   constructor(readonly base: MetadataImage) {
     this.offset = base.offset;
+    this.brokers = base.brokers;
+    this.configs = base.configs;
     this.nextProducerId = base.nextProducerId;
   }
 
@@ -96,35 +117,57 @@ export class MetadataDelta {
     for (const r of records) this.replay(r, offset);
   }
 
-  /** The next image. The delta may be applied more than once; each call builds a fresh image. */
+  /**
+   * The next image. The delta may be applied more than once; each call builds a fresh image.
+   * Costs O(what the delta touched x log n): untouched topics, partitions and brokers are the
+   * very objects of the base image, reached through maps that share the base's nodes.
+   */
   apply(): MetadataImage {
     const base = this.base;
     let topics = base.topics;
     let topicsById = base.topicsById;
-    if (this.topics.size > 0) {
-      const byName = new Map(base.topics);
-      const byId = new Map(base.topicsById);
-      // Two passes: a topic deleted and another created under the same name in one delta.
-      for (const id of this.topics.keys()) {
-        const old = base.topicsById.get(id);
-        if (old !== undefined) {
-          byName.delete(old.name);
-          byId.delete(id);
-        }
+    let collisionKeys = base.topicNamesByCollisionKey;
+    let totalPartitions = base.totalPartitions;
+    let offPreferred = base.partitionsOffPreferredLeader;
+    // Two passes: a topic deleted and another created under the same name in one delta.
+    for (const [id, t] of this.topics) {
+      const old = base.topicsById.get(id);
+      if (old === undefined || (t !== null && !t.created)) continue;
+      // Gone, or replaced by a topic created under the same id: forget all of the old one.
+      topics = topics.delete(old.name);
+      topicsById = topicsById.delete(id);
+      collisionKeys = withoutName(collisionKeys, old.name);
+      totalPartitions -= old.partitions.size;
+      for (const p of old.partitions.keys()) offPreferred = offPreferred.delete(partitionKey(id, p));
+    }
+    const changedTopics = new Map<string, TopicImage>();
+    for (const [id, t] of this.topics) {
+      // A topic looked up but not changed (a record that then did not apply) stays as it was.
+      if (t === null || (!t.created && t.changed.size === 0 && t.configs === null)) continue;
+      const image: TopicImage = Object.freeze({
+        topicId: t.topicId,
+        name: t.name,
+        partitions: t.basePartitions.setAll(t.changed),
+        configs: t.configs === null ? t.baseConfigs : new Map(t.configs),
+      });
+      changedTopics.set(id, image);
+      totalPartitions += image.partitions.size;
+      if (t.created) {
+        collisionKeys = withName(collisionKeys, t.name);
+      } else {
+        totalPartitions -= t.basePartitions.size;
       }
-      for (const [id, t] of this.topics) {
-        if (t === null) continue;
-        const image: TopicImage = Object.freeze({
-          topicId: t.topicId,
-          name: t.name,
-          partitions: new Map(t.partitions),
-          configs: new Map(t.configs),
-        });
-        byName.set(t.name, image);
-        byId.set(id, image);
+      for (const [p, state] of t.changed) {
+        const onPreferred = state.leader === preferredLeader(state);
+        // A created topic has no entries yet (pass one removed any under its id).
+        if (onPreferred && t.created) continue;
+        const key = partitionKey(id, p);
+        offPreferred = onPreferred ? offPreferred.delete(key) : offPreferred.set(key, Object.freeze({ topicId: id, state }));
       }
-      topics = byName;
-      topicsById = byId;
+    }
+    if (changedTopics.size > 0) {
+      topicsById = topicsById.setAll(changedTopics);
+      topics = topics.setAll(new Map([...changedTopics.values()].map((t) => [t.name, t])));
     }
     let events = base.events;
     if (this.newEvents.length > 0) {
@@ -133,12 +176,15 @@ export class MetadataDelta {
     }
     return new MetadataImage({
       offset: this.offset,
-      brokers: this.brokers === null ? base.brokers : new Map(this.brokers),
+      brokers: this.brokers,
       topics,
       topicsById,
       nextProducerId: this.nextProducerId,
-      configs: this.configs === null ? base.configs : new Map(this.configs),
+      configs: this.configs,
       events,
+      totalPartitions,
+      topicNamesByCollisionKey: collisionKeys,
+      partitionsOffPreferredLeader: offPreferred,
     });
   }
 
@@ -159,9 +205,7 @@ export class MetadataDelta {
         }
         continue;
       }
-      for (const partition of this.changedPartitions.get(topicId) ?? []) {
-        const state = working.partitions.get(partition);
-        assert(state !== undefined, `changed partition ${working.name}-${partition} missing`);
+      for (const [partition, state] of working.changed) {
         const change = { topicId, topicName: working.name, partition, state };
         if (state.replicas.includes(brokerId)) {
           (state.leader === brokerId ? leaders : followers).push(change);
@@ -181,7 +225,7 @@ export class MetadataDelta {
   private replayRecord(record: MetadataRecord, offset: number): string | null {
     switch (record.type) {
       case 'RegisterBroker': {
-        this.mutableBrokers().set(
+        this.brokers = this.brokers.set(
           record.brokerId,
           Object.freeze({
             id: record.brokerId,
@@ -197,7 +241,7 @@ export class MetadataDelta {
       }
       case 'UnregisterBroker': {
         if (!this.brokerAtEpoch(record.brokerId, record.brokerEpoch)) return null;
-        this.mutableBrokers().delete(record.brokerId);
+        this.brokers = this.brokers.delete(record.brokerId);
         return 'broker-unregistered';
       }
       case 'BrokerFenced':
@@ -205,7 +249,7 @@ export class MetadataDelta {
         const b = this.brokerAtEpoch(record.brokerId, record.brokerEpoch);
         if (b === undefined) return null;
         const fenced = record.type === 'BrokerFenced';
-        if (b.fenced !== fenced) this.mutableBrokers().set(b.id, Object.freeze({ ...b, fenced }));
+        if (b.fenced !== fenced) this.brokers = this.brokers.set(b.id, Object.freeze({ ...b, fenced }));
         return fenced ? 'broker-fenced' : 'broker-unfenced';
       }
       case 'Topic': {
@@ -213,8 +257,11 @@ export class MetadataDelta {
         this.topics.set(record.topicId, {
           topicId: record.topicId,
           name: record.name,
-          partitions: new Map(),
-          configs: new Map(),
+          created: true,
+          basePartitions: PersistentMap.empty(),
+          changed: new Map(),
+          baseConfigs: NO_CONFIGS,
+          configs: null,
         });
         this.names.set(record.name, record.topicId);
         return 'topic-created';
@@ -222,7 +269,7 @@ export class MetadataDelta {
       case 'Partition': {
         const t = this.workingTopic(record.topicId);
         if (t === undefined) return null;
-        t.partitions.set(
+        t.changed.set(
           record.partition,
           freezePartition({
             partition: record.partition,
@@ -233,16 +280,14 @@ export class MetadataDelta {
             partitionEpoch: record.partitionEpoch,
           }),
         );
-        this.markChanged(record.topicId, record.partition);
         return '';
       }
       case 'PartitionChange': {
         const t = this.workingTopic(record.topicId);
-        const current = t?.partitions.get(record.partition);
+        const current = t === undefined ? undefined : partitionOf(t, record.partition);
         if (t === undefined || current === undefined) return null;
         const next = applyPartitionChange(current, record);
-        t.partitions.set(record.partition, next);
-        this.markChanged(record.topicId, record.partition);
+        t.changed.set(record.partition, next);
         if (next.leader !== current.leader) return next.leader < 0 ? 'partition-offline' : 'leader-elected';
         return record.replicas !== undefined ? 'replicas-changed' : 'isr-changed';
       }
@@ -251,7 +296,6 @@ export class MetadataDelta {
         if (t === undefined) return null;
         this.topics.set(record.topicId, null);
         this.names.set(t.name, null);
-        this.changedPartitions.delete(record.topicId);
         return 'topic-deleted';
       }
       case 'Config': {
@@ -259,14 +303,13 @@ export class MetadataDelta {
           const id = this.topicIdByName(record.resourceName);
           const t = id === undefined ? undefined : this.workingTopic(id);
           if (t === undefined) return null;
+          t.configs ??= new Map(t.baseConfigs);
           setOrDelete(t.configs, record.key, record.value);
         } else {
           const key = configResourceKey(record.resourceType, record.resourceName);
-          const configs = this.mutableConfigs();
-          const one = new Map(configs.get(key) ?? []);
+          const one = new Map(this.configs.get(key) ?? []);
           setOrDelete(one, record.key, record.value);
-          if (one.size === 0) configs.delete(key);
-          else configs.set(key, one);
+          this.configs = one.size === 0 ? this.configs.delete(key) : this.configs.set(key, one);
         }
         return 'config-changed';
       }
@@ -285,18 +328,8 @@ export class MetadataDelta {
     if (this.newEvents.length > 2 * EVENTS_CAPACITY) this.newEvents.splice(0, this.newEvents.length - EVENTS_CAPACITY);
   }
 
-  private mutableBrokers(): Map<number, BrokerRegistration> {
-    if (this.brokers === null) this.brokers = new Map(this.base.brokers);
-    return this.brokers;
-  }
-
-  private mutableConfigs(): Map<string, ReadonlyMap<string, string>> {
-    if (this.configs === null) this.configs = new Map(this.base.configs);
-    return this.configs;
-  }
-
   private brokerAtEpoch(brokerId: number, epoch: number): BrokerRegistration | undefined {
-    const b = (this.brokers ?? this.base.brokers).get(brokerId);
+    const b = this.brokers.get(brokerId);
     return b !== undefined && b.epoch === epoch ? b : undefined;
   }
 
@@ -310,7 +343,7 @@ export class MetadataDelta {
     return this.base.topicsById.get(topicId);
   }
 
-  /** A copy-on-write working copy of a live topic; undefined when it does not exist. */
+  /** A working copy of a live topic (it shares the base's maps until written); undefined when it does not exist. */
   private workingTopic(topicId: string): WorkingTopic | undefined {
     if (this.topics.has(topicId)) return this.topics.get(topicId) ?? undefined;
     const t = this.base.topicsById.get(topicId);
@@ -318,17 +351,14 @@ export class MetadataDelta {
     const working: WorkingTopic = {
       topicId,
       name: t.name,
-      partitions: new Map(t.partitions),
-      configs: new Map(t.configs),
+      created: false,
+      basePartitions: t.partitions,
+      changed: new Map(),
+      baseConfigs: t.configs,
+      configs: null,
     };
     this.topics.set(topicId, working);
     return working;
-  }
-
-  private markChanged(topicId: string, partition: number): void {
-    let set = this.changedPartitions.get(topicId);
-    if (set === undefined) this.changedPartitions.set(topicId, (set = new Set()));
-    set.add(partition);
   }
 }
 
@@ -355,6 +385,22 @@ function freezePartition(p: PartitionState): PartitionState {
 function setOrDelete(map: Map<string, string>, key: string, value: string | null): void {
   if (value === null) map.delete(key);
   else map.set(key, value);
+}
+
+/** The collision-key index with `name` added (names under one key stay sorted). */
+function withName(index: PersistentMap<string, readonly string[]>, name: string): PersistentMap<string, readonly string[]> {
+  const key = topicCollisionKey(name);
+  const names = index.get(key) ?? [];
+  if (names.includes(name)) return index;
+  return index.set(key, Object.freeze([...names, name].sort()));
+}
+
+function withoutName(index: PersistentMap<string, readonly string[]>, name: string): PersistentMap<string, readonly string[]> {
+  const key = topicCollisionKey(name);
+  const names = index.get(key);
+  if (names === undefined || !names.includes(name)) return index;
+  const rest = names.filter((n) => n !== name);
+  return rest.length === 0 ? index.delete(key) : index.set(key, Object.freeze(rest));
 }
 
 /** The image after replaying one batch of records at `offset` over `image`. */

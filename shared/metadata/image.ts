@@ -1,10 +1,18 @@
+import { PersistentMap } from './persistent-map';
 import type { ConfigResourceType } from './records';
+import { topicCollisionKey } from './validation';
 
 // The cluster metadata as of one offset of the metadata log (Kafka's MetadataImage,
 // metadata/src/main/java/org/apache/kafka/image/MetadataImage.java). Immutable: a
 // MetadataDelta replays records over an image and apply() builds the next one, sharing every
 // map and object that did not change. Nobody mutates an image; the Readonly types say so
 // and the leaf objects are frozen.
+//
+// The maps are PersistentMaps (persistent-map.ts): read them as any ReadonlyMap; the next
+// image shares all but O(log n) of their nodes with this one, so a write costs what it
+// changes, not the size of the cluster. The image also keeps, up to date on every apply, what
+// would otherwise need a scan on every request: the partition total, topic names by collision
+// key, and the partitions not led by their preferred replica.
 
 /** How many events the image keeps (oldest dropped first). */
 export const EVENTS_CAPACITY = 1000;
@@ -37,7 +45,7 @@ export interface PartitionState {
 export interface TopicImage {
   readonly topicId: string;
   readonly name: string;
-  readonly partitions: ReadonlyMap<number, PartitionState>;
+  readonly partitions: PersistentMap<number, PartitionState>;
   /** Topic-level config overrides (key -> value); defaults are not stored. */
   readonly configs: ReadonlyMap<string, string>;
 }
@@ -57,40 +65,72 @@ export function configResourceKey(type: Exclude<ConfigResourceType, 'topic'>, na
   return `${type}:${name}`;
 }
 
+/** A partition whose leader is not its preferred replica, or that has no leader. */
+export interface OffPreferredPartition {
+  readonly topicId: string;
+  readonly state: PartitionState;
+}
+
+/** Key of a partition in MetadataImage.partitionsOffPreferredLeader. */
+export function partitionKey(topicId: string, partition: number): string {
+  return `${topicId}:${partition}`;
+}
+
 export interface MetadataImageFields {
   readonly offset: number;
-  readonly brokers: ReadonlyMap<number, BrokerRegistration>;
-  readonly topics: ReadonlyMap<string, TopicImage>;
-  readonly topicsById: ReadonlyMap<string, TopicImage>;
+  readonly brokers: PersistentMap<number, BrokerRegistration>;
+  readonly topics: PersistentMap<string, TopicImage>;
+  readonly topicsById: PersistentMap<string, TopicImage>;
   readonly nextProducerId: number;
-  readonly configs: ReadonlyMap<string, ReadonlyMap<string, string>>;
+  readonly configs: PersistentMap<string, ReadonlyMap<string, string>>;
   readonly events: readonly MetadataEvent[];
+  readonly totalPartitions: number;
+  readonly topicNamesByCollisionKey: PersistentMap<string, readonly string[]>;
+  readonly partitionsOffPreferredLeader: PersistentMap<string, OffPreferredPartition>;
 }
 
 export class MetadataImage implements MetadataImageFields {
   static readonly EMPTY = new MetadataImage({
     offset: 0,
-    brokers: new Map(),
-    topics: new Map(),
-    topicsById: new Map(),
+    brokers: PersistentMap.empty(),
+    topics: PersistentMap.empty(),
+    topicsById: PersistentMap.empty(),
     nextProducerId: 0,
-    configs: new Map(),
+    configs: PersistentMap.empty(),
     events: Object.freeze([]),
+    totalPartitions: 0,
+    topicNamesByCollisionKey: PersistentMap.empty(),
+    partitionsOffPreferredLeader: PersistentMap.empty(),
   });
 
   /** The last metadata offset (Raft index) applied into this image. */
   readonly offset: number;
-  readonly brokers: ReadonlyMap<number, BrokerRegistration>;
+  readonly brokers: PersistentMap<number, BrokerRegistration>;
   /** By topic name. */
-  readonly topics: ReadonlyMap<string, TopicImage>;
+  readonly topics: PersistentMap<string, TopicImage>;
   /** The same TopicImage objects, by topic id. */
-  readonly topicsById: ReadonlyMap<string, TopicImage>;
+  readonly topicsById: PersistentMap<string, TopicImage>;
   /** The first producer id not yet handed out. */
   readonly nextProducerId: number;
   /** Broker and cluster config overrides, by configResourceKey(); topic configs live in TopicImage. */
-  readonly configs: ReadonlyMap<string, ReadonlyMap<string, string>>;
+  readonly configs: PersistentMap<string, ReadonlyMap<string, string>>;
   /** The most recent EVENTS_CAPACITY events, oldest first. */
   readonly events: readonly MetadataEvent[];
+  /** Partitions over all topics (kept by MetadataDelta.apply; see partitionCount()). */
+  readonly totalPartitions: number;
+  /**
+   * topicCollisionKey(name) -> the names of the topics with that key, sorted: normally one,
+   * since CreateTopic refuses a colliding name (see collidingTopic()), but replay does not
+   * enforce it, so the index holds whatever the log created (Kafka's topicsWithCollisionChars).
+   */
+  readonly topicNamesByCollisionKey: PersistentMap<string, readonly string[]>;
+  /**
+   * partitionKey(topicId, partition) -> every partition whose leader is not its preferred
+   * replica (leaderless ones included): the only partitions preferred-leader election can
+   * change (Kafka's ReplicationControlManager.imbalancedPartitions). Its value changes with
+   * every change of such a partition, so an identical map means nothing there changed.
+   */
+  readonly partitionsOffPreferredLeader: PersistentMap<string, OffPreferredPartition>;
 
   constructor(fields: MetadataImageFields) {
     this.offset = fields.offset;
@@ -100,6 +140,9 @@ export class MetadataImage implements MetadataImageFields {
     this.nextProducerId = fields.nextProducerId;
     this.configs = fields.configs;
     this.events = fields.events;
+    this.totalPartitions = fields.totalPartitions;
+    this.topicNamesByCollisionKey = fields.topicNamesByCollisionKey;
+    this.partitionsOffPreferredLeader = fields.partitionsOffPreferredLeader;
     Object.freeze(this);
   }
 
@@ -118,6 +161,9 @@ export class MetadataImage implements MetadataImageFields {
       nextProducerId: this.nextProducerId,
       configs: this.configs,
       events: this.events,
+      totalPartitions: this.totalPartitions,
+      topicNamesByCollisionKey: this.topicNamesByCollisionKey,
+      partitionsOffPreferredLeader: this.partitionsOffPreferredLeader,
     };
   }
 
@@ -138,11 +184,17 @@ export class MetadataImage implements MetadataImageFields {
     return ids.sort((a, b) => a - b);
   }
 
-  /** Total number of partitions over all topics. */
+  /** Total number of partitions over all topics. O(1): kept up to date by every apply. */
   partitionCount(): number {
-    let n = 0;
-    for (const t of this.topics.values()) n += t.partitions.size;
-    return n;
+    return this.totalPartitions;
+  }
+
+  /**
+   * An existing topic other than `name` whose name differs from it only by '.' vs '_' (the
+   * two are the same in metric names, so Kafka refuses the second); undefined when none.
+   */
+  collidingTopic(name: string): string | undefined {
+    return this.topicNamesByCollisionKey.get(topicCollisionKey(name))?.find((other) => other !== name);
   }
 }
 

@@ -14,9 +14,11 @@ export {
   MetadataImage,
   EVENTS_CAPACITY,
   configResourceKey,
+  partitionKey,
   partitionLabel,
 } from './image';
-export type { BrokerRegistration, PartitionState, TopicImage, MetadataEvent, MetadataImageFields } from './image';
+export type { BrokerRegistration, PartitionState, TopicImage, MetadataEvent, MetadataImageFields, OffPreferredPartition } from './image';
+export { PersistentMap } from './persistent-map';
 export { MetadataDelta, applyPartitionChange, replayOnto } from './delta';
 export type { LocalReplicaChanges, LocalPartitionChange, LocalPartitionRemoval } from './delta';
 export { imageToRecords, imageFromRecords, imageToBatches } from './snapshot';

@@ -44,7 +44,8 @@ export function imageToRecords(image: MetadataImage): MetadataRecord[] {
       records.push({ type: 'Config', resourceType: 'topic', resourceName: t.name, key, value, reason: '', timestampMs: 0 });
     }
   }
-  for (const [resource, configs] of image.configs) {
+  // Sorted: the image's maps iterate in hash order, and a snapshot reads best in a stable one.
+  for (const [resource, configs] of [...image.configs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const colon = resource.indexOf(':');
     const resourceType = resource.slice(0, colon);
     assert(resourceType === 'broker' || resourceType === 'cluster', `config resource key ${resource}`);

@@ -26,7 +26,7 @@ interface Harness {
   readonly epochs: Map<number, number>;
 }
 
-function setup(opts: { maxPendingProposals?: number; producerIdBlockSize?: number } = {}): Harness {
+function setup(opts: { maxPendingProposals?: number; producerIdBlockSize?: number; leaderImbalanceCheckIntervalMs?: number } = {}): Harness {
   const clock = { now: 1_000_000 };
   const log = new FakeMetadataLog();
   const c = new QuorumController({
@@ -368,6 +368,61 @@ describe('controller/quorum QuorumController', () => {
       const back = partitionOf(h, 'orders', preferredBy2);
       expect(back.leader).to.equal(2);
       expect(back.leaderEpoch).to.equal(moved.leaderEpoch + 1);
+    });
+
+    it('preferred-leader election looks only when brokers or a partition off its preferred leader changed, or after the check interval', async () => {
+      const h = setup({ leaderImbalanceCheckIntervalMs: 3000 });
+      for (const id of [1, 2, 3]) await addBroker(h, id);
+      const checks = () => h.c.stats().leaderBalanceChecks;
+      // Balanced (every leader is its preferred replica): ticks never look, however much is created.
+      for (let i = 0; i < 20; i++) await h.c.createTopic({ name: `t${i}`, partitions: 3, replicationFactor: 3 });
+      for (let i = 0; i < 5; i++) {
+        h.clock.now += 1000;
+        await heartbeat(h, 1, 2, 3);
+        await h.c.tick(h.clock.now);
+      }
+      expect(checks()).to.equal(0);
+
+      // Broker 2 is fenced and its leaderships move: the brokers changed, so the next tick looks once...
+      h.clock.now += SESSION_MS + 1;
+      await heartbeat(h, 1, 3);
+      await h.c.tick(h.clock.now);
+      expect(h.c.image().brokers.get(2)?.fenced).to.equal(true);
+      const offPreferred = h.c.image().partitionsOffPreferredLeader.size;
+      expect(offPreferred).to.equal(20);
+      await h.c.tick(h.clock.now);
+      expect(checks()).to.equal(1);
+      // ...and not again while nothing changes, until the backstop interval has passed.
+      const entries = h.log.entries.length;
+      for (let i = 0; i < 8; i++) {
+        h.clock.now += 250;
+        await heartbeat(h, 1, 3);
+        await h.c.tick(h.clock.now);
+      }
+      expect(checks()).to.equal(1);
+      h.clock.now += 1000;
+      await h.c.tick(h.clock.now);
+      expect(checks()).to.equal(2);
+      expect(h.log.entries.length, 'nothing could move: broker 2 is fenced').to.equal(entries);
+
+      // Broker 2 returns (unfenced): a look, but it is in no ISR yet, so nothing moves.
+      await heartbeat(h, 2);
+      await h.c.tick(h.clock.now);
+      expect(checks()).to.equal(3);
+      expect(h.c.image().partitionsOffPreferredLeader.size).to.equal(offPreferred);
+
+      // One partition takes it back into its ISR: that change alone is enough to look again.
+      const [key] = [...h.c.image().partitionsOffPreferredLeader.keys()].sort();
+      const { topicId, state } = h.c.image().partitionsOffPreferredLeader.get(key) as { topicId: string; state: PartitionState };
+      const topic = h.c.image().topicsById.get(topicId)?.name as string;
+      await h.c.alterPartition({
+        brokerId: state.leader, brokerEpoch: h.epochs.get(state.leader) as number, topic, partition: state.partition,
+        leaderEpoch: state.leaderEpoch, partitionEpoch: state.partitionEpoch, newIsr: [...state.isr, 2],
+      });
+      await h.c.tick(h.clock.now);
+      expect(checks()).to.equal(4);
+      expect(partitionOf(h, topic, state.partition).leader).to.equal(2);
+      expect(h.c.image().partitionsOffPreferredLeader.size).to.equal(offPreferred - 1);
     });
 
     it('a new leader gives every broker a fresh session: no one is fenced for the old leader’s silence', async () => {
