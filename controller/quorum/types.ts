@@ -31,6 +31,11 @@ export interface StateMachine {
   apply(index: number, term: number, data: Uint8Array): void;
   /** The state as of the last applied index, as one encoded MetadataRecordBatch. */
   takeSnapshot(): Uint8Array;
+  /**
+   * The state as of the last applied index, captured now and encoded over several event-loop
+   * turns (same bytes as takeSnapshot). The driver prefers it when present.
+   */
+  snapshotLater?(): Promise<Uint8Array>;
   /** Replace the state with a snapshot taken at `index`. */
   restoreSnapshot(index: number, data: Uint8Array): void;
 }

@@ -44,6 +44,11 @@ export interface StateMachine {
   /** Every committed Normal entry, in index order (empty data = the leader's no-op or a driver-internal record). */
   apply(index: number, term: number, data: Uint8Array): void;
   takeSnapshot(): Uint8Array;
+  /**
+   * Optional: capture the state as of the last applied index now, encode it later (over
+   * several event-loop turns, so heartbeats keep flowing). Preferred when present.
+   */
+  snapshotLater?(): Promise<Uint8Array>;
   restoreSnapshot(index: number, data: Uint8Array): void;
 }
 
@@ -141,6 +146,10 @@ type InboxEvent =
 export class RaftDriver {
   private readonly tickMs: number;
   private readonly snapshotEveryEntries: number;
+  /** A background snapshot encoding is running (sm.snapshotLater). */
+  private snapshotEncoding = false;
+  /** A background snapshot, encoded and waiting to be installed by maybeCompact(). */
+  private snapshotEncoded: { index: number; data: Uint8Array } | undefined;
   private readonly catchUpTimeoutMs: number;
   private readonly requestTimeoutMs: number;
   private readonly log: Logger;
@@ -521,6 +530,9 @@ export class RaftDriver {
     try {
       for (;;) {
         this.drainInbox();
+        // Between Readys (never inside one): install a snapshot encoded in the background.
+        await this.maybeCompact();
+        if (this.stopping) return;
         if (!this.core.hasReady()) return;
         const rd = this.core.ready();
         const startMs = Date.now();
@@ -705,11 +717,44 @@ export class RaftDriver {
     this.reportRoleChange();
   }
 
-  /** Snapshot policy: compact after every snapshotEveryEntries applied entries. */
+  /**
+   * Snapshot policy: compact after every snapshotEveryEntries applied entries. With
+   * sm.snapshotLater the state is captured now and encoded in the background; maybeCompact()
+   * installs it at the top of a later loop turn.
+   */
   private async maybeSnapshot(): Promise<void> {
     if (this.applied - this.snapshotIndex < this.snapshotEveryEntries) return;
-    const index = this.applied;
-    const data = encodeSnapshotData(this.addressesForSnapshot(), this.sm.takeSnapshot());
+    if (this.sm.snapshotLater) {
+      if (this.snapshotEncoding || this.snapshotEncoded) return;
+      const index = this.applied;
+      this.snapshotEncoding = true;
+      this.sm.snapshotLater().then(
+        (data) => {
+          this.snapshotEncoding = false;
+          this.snapshotEncoded = { index, data };
+          this.kick();
+        },
+        (err: unknown) => {
+          this.snapshotEncoding = false;
+          this.log.error({ err, index }, 'snapshot encoding failed; will retry at the next threshold');
+        },
+      );
+      return;
+    }
+    await this.compactAt(this.applied, this.sm.takeSnapshot());
+  }
+
+  private async maybeCompact(): Promise<void> {
+    const done = this.snapshotEncoded;
+    if (!done) return;
+    this.snapshotEncoded = undefined;
+    // A snapshot installed from the leader meanwhile already covers this index.
+    if (done.index <= this.snapshotIndex) return;
+    await this.compactAt(done.index, done.data);
+  }
+
+  private async compactAt(index: number, appData: Uint8Array): Promise<void> {
+    const data = encodeSnapshotData(this.addressesForSnapshot(), appData);
     const snap = this.core.compact(index, data);
     await this.storage.saveSnapshotAndCompact(snap);
     this.snapshotIndex = index;

@@ -21,7 +21,7 @@ export type { BrokerRegistration, PartitionState, TopicImage, MetadataEvent, Met
 export { PersistentMap } from './persistent-map';
 export { MetadataDelta, applyPartitionChange, replayOnto } from './delta';
 export type { LocalReplicaChanges, LocalPartitionChange, LocalPartitionRemoval } from './delta';
-export { imageToRecords, imageFromRecords, imageToBatches } from './snapshot';
+export { imageToRecords, imageFromRecords, imageToBatches, encodeImageInSlices } from './snapshot';
 export {
   validateTopicName,
   validatePartitionCount,

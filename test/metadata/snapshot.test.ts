@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import {
   decodeBatch,
   encodeBatch,
+  encodeImageInSlices,
   imageFromRecords,
   imageToBatches,
   imageToRecords,
@@ -55,6 +56,15 @@ describe('shared/metadata snapshots (image as records)', () => {
     const image = busyImage();
     const restored = imageFromRecords(decodeBatch(encodeBatch(imageToRecords(image))), image.offset);
     expect(restored).to.deep.equal(image);
+  });
+
+  it('encoding in slices gives the same bytes as one encode, pausing between slices', async () => {
+    const image = busyImage();
+    let pauses = 0;
+    const sliced = await encodeImageInSlices(image, async () => { pauses++; }, 2);
+    expect(Buffer.from(sliced).equals(Buffer.from(encodeBatch(imageToRecords(image))))).to.equal(true);
+    expect(pauses).to.equal(Math.ceil(imageToRecords(image).length / 2) - 1);
+    expect(imageFromRecords(decodeBatch(sliced), image.offset)).to.deep.equal(image);
   });
 
   it('snapshot records carry no reason, so replaying them derives no new events', () => {
