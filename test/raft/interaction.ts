@@ -36,7 +36,7 @@
 //   read-index ID CTX
 //   transfer-leader FROM TO
 //   isolate ID | cut FROM TO (one direction) | heal
-//   crash ID | restart ID       restart rebuilds the node from its MemStorage
+//   crash ID | restart ID [wipe=true]  restart rebuilds the node from its MemStorage (wipe: from nothing)
 //   compact ID INDEX            snapshot the state machine at INDEX, drop the log prefix
 //   status ID                   the core's status, with the leader's progress per peer
 //   log ID | app ID             what ID has persisted | what it has applied
@@ -363,7 +363,8 @@ function int(s: string | undefined, what: string): number {
 interface NodeSlot {
   readonly id: number;
   readonly config: RaftConfig;
-  readonly storage: MemStorage;
+  /** Replaced only by `restart ID wipe=true` (an operator wiping the data dir). */
+  storage: MemStorage;
   readonly sm: StateMachine;
   /** undefined while crashed. */
   raft: RaftNode | undefined;
@@ -493,7 +494,7 @@ export class InteractionEnv {
       case 'crash':
         return this.crash(id());
       case 'restart':
-        return this.restart(id());
+        return this.restart(id(), c.kw.get('wipe')?.[0] === 'true');
       case 'compact':
         return this.compact(id(), int(c.pos[1], 'compact index'));
       case 'status':
@@ -641,9 +642,10 @@ export class InteractionEnv {
     this.queue = this.queue.filter((m) => m.to !== id);
   }
 
-  restart(id: number): void {
+  restart(id: number, wipe = false): void {
     const s = this.slot(id);
     if (s.raft) throw new ScriptError(`node ${id} is not crashed`);
+    if (wipe) s.storage = new MemStorage(s.storage.initialConfState);
     const state = s.storage.restoreState();
     s.sm.records = [];
     s.sm.applied = 0;
