@@ -10,6 +10,7 @@ import {
 } from '../shared/metadata';
 import type { ControllerChannel } from './controller-channel';
 import { localChangesBetween } from './local-changes';
+import type { FetchMetadataWireEntry as WireEntry } from '../shared/rpc/metadata-wire';
 
 // Follows the committed metadata log (Kafka's BrokerMetadataListener + MetadataLoader): one
 // FetchMetadata server stream to one controller, each streamed message replayed into the
@@ -54,14 +55,6 @@ export interface MetadataFollowerOptions {
   readonly maxEntriesPerMessage?: number;
 }
 
-/** One FetchMetadata message as proto-loader decodes it. */
-interface WireEntry {
-  offset: number;
-  term: number;
-  batch: Uint8Array;
-  snapshot: boolean;
-  snapshotDone: boolean;
-}
 
 /** The stream broke the FetchMetadata contract; reconnecting (elsewhere) is the remedy. */
 class StreamProtocolError extends Error {}

@@ -2,19 +2,12 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../shared/log';
 import { LIMITS } from './request-limits';
 import type { CommittedEntryView, DriverPort, ImageSnapshot } from './ports';
+import type { FetchMetadataWireEntry as WireEntry } from '../../shared/rpc/metadata-wire';
 
 // FetchMetadata: follow the committed metadata log for one reader (a broker, a tool).
 // Committed entries never change, so any controller serves this from its own log; a follower
 // lags the leader by at most one heartbeat, which a broker tolerates like any replica lag.
 
-/** One streamed entry, in the proto's field names (camelCase as proto-loader exposes them). */
-interface WireEntry {
-  offset: number;
-  term: number;
-  batch: Uint8Array;
-  snapshot: boolean;
-  snapshotDone: boolean;
-}
 
 export interface MetadataStreamOptions {
   readonly driver: DriverPort;

@@ -7,6 +7,7 @@ import { MetadataImage, MetadataRecord, encodeBatch, imageToBatches, replayOnto 
 import { toGrpcError } from '../../shared/rpc/grpc-errors';
 import { SERVER_OPTIONS } from '../../shared/rpc/proto';
 import { waitFor } from './in-process-cluster';
+import type { FetchMetadataWireEntry as WireEntry } from '../../shared/rpc/metadata-wire';
 
 // The broker's metadata follower against scripted FetchMetadata streams: it replays log
 // entries into its own image and publishes what changed for this broker; it reconnects to
@@ -14,13 +15,6 @@ import { waitFor } from './in-process-cluster';
 // already has; it replaces its image only when a snapshot's last chunk arrives; it stops on
 // a record it cannot read.
 
-interface WireEntry {
-  offset: number;
-  term: number;
-  batch: Uint8Array;
-  snapshot: boolean;
-  snapshotDone: boolean;
-}
 
 type Script = (req: { fromOffset: number; clientId: string }, call: grpc.ServerWritableStream<unknown, unknown>) => void;
 
