@@ -35,6 +35,6 @@ export {
   NO_PRODUCER_EPOCH,
   NO_SEQUENCE,
   NO_PARTITION_LEADER_EPOCH,
-} from './record-batch';
-export type { RecordBatch, RecordBatchHeader, RecordBatchInput, RecordInput, RecordHeader, LogRecord } from './record-batch';
-export { crc32c } from './crc32c';
+} from '../../shared/records/record-batch';
+export type { RecordBatch, RecordBatchHeader, RecordBatchInput, RecordInput, RecordHeader, LogRecord } from '../../shared/records/record-batch';
+export { crc32c } from '../../shared/records/crc32c';

@@ -10,7 +10,7 @@ import {
   batchCrcMatches,
   decodeRecordBatch,
   tryReadBatchHeader,
-} from './record-batch';
+} from '../../shared/records/record-batch';
 import { OffsetIndex, TimeIndex } from './segment-index';
 
 // One segment of a partition log (Kafka's LogSegment): an append-only file of whole record

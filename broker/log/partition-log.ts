@@ -8,7 +8,7 @@ import { fsyncDir, isIoError, unlinkIfPresent, writeFileDurably } from './file-i
 import { DEFAULT_LOG_CONFIG, LogConfig, checkLogConfig } from './log-config';
 import { EpochEndOffset, EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache } from './leader-epoch-cache';
 import { LogSegment, MAX_RELATIVE_OFFSET, parseSegmentFileName, segmentFileStem } from './log-segment';
-import { RecordBatchHeader, splitBatches, stampBatch, validateRecordBatch } from './record-batch';
+import { RecordBatchHeader, splitBatches, stampBatch, validateRecordBatch } from '../../shared/records/record-batch';
 
 // The log of one partition replica (Kafka's UnifiedLog/LocalLog): a directory of segments,
 // the leader-epoch checkpoint and, after a clean close, a clean-shutdown marker.

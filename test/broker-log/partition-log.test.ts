@@ -11,7 +11,7 @@ import {
   encodeRecordBatch,
   readBatchHeader,
 } from '../../broker/log';
-import { crc32c } from '../../broker/log/crc32c';
+import { crc32c } from '../../shared/records/crc32c';
 import {
   ManualClock,
   SMALL,

@@ -9,7 +9,7 @@ import {
   splitBatches,
   validateRecordBatch,
 } from '../../broker/log';
-import { stampBatch } from '../../broker/log/record-batch';
+import { stampBatch } from '../../shared/records/record-batch';
 import { expectThrowsFlotilla } from './helpers';
 
 // The record batch codec: pure functions, no files. Properties: encode/decode round trip,

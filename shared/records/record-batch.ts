@@ -1,4 +1,4 @@
-import { FlotillaError } from '../../shared/errors/error-codes';
+import { FlotillaError } from '../errors/error-codes';
 import { crc32c } from './crc32c';
 
 // The record batch: the unit a producer sends, the log stores and a fetch returns, byte for
