@@ -37,6 +37,15 @@ export const ErrorCode = {
   UNEXPECTED_APPEND_OFFSET: { code: 53, retriable: false, about: 'a replicated batch does not continue the log contiguously at its end offset' },
   FENCED_LEADER_EPOCH: { code: 54, retriable: true, about: 'the leader epoch is older than one the log has already seen' },
   STORAGE_ERROR: { code: 55, retriable: true, about: 'the partition log hit an I/O error or found its files inconsistent and is offline on this broker' },
+  NOT_ENOUGH_REPLICAS: { code: 56, retriable: true, about: 'acks=all and the ISR is smaller than min.insync.replicas: nothing was appended' },
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND: { code: 57, retriable: true, about: 'appended on the leader, but the ISR shrank below min.insync.replicas before it was replicated; may be retried (a duplicate unless idempotent)' },
+  INVALID_REQUIRED_ACKS: { code: 58, retriable: false, about: 'acks must be -1 (all), 0 or 1' },
+  UNKNOWN_LEADER_EPOCH: { code: 59, retriable: true, about: 'the leader epoch in the request is newer than the one this broker knows (its metadata is behind)' },
+  LEADER_NOT_AVAILABLE: { code: 60, retriable: true, about: 'the partition has no leader right now (election in progress, or every ISR member is down)' },
+  OUT_OF_ORDER_SEQUENCE: { code: 61, retriable: false, about: 'an idempotent batch skipped sequence numbers: an earlier batch of this producer is missing' },
+  INVALID_PRODUCER_EPOCH: { code: 62, retriable: false, about: 'the producer epoch is older than the one the partition has seen: this producer was fenced by a newer instance' },
+  UNKNOWN_PRODUCER_ID: { code: 63, retriable: false, about: 'the partition holds no state for this producer id (expired or never seen) and the batch does not start a sequence' },
+  PRODUCER_ID_UNAVAILABLE: { code: 64, retriable: true, about: 'the broker could not get a producer id block from the controller right now' },
 } as const;
 
 export type ErrorName = keyof typeof ErrorCode;
