@@ -34,6 +34,7 @@ import {
   Snapshot,
   StateRole,
   decodeConfChange,
+  isReplicationMessage,
 } from '../raft';
 import { FlotillaError } from '../../shared/errors/error-codes';
 import { RaftStorage } from './raft-storage';
@@ -535,12 +536,20 @@ export class RaftDriver {
         if (this.stopping) return;
         if (!this.core.hasReady()) return;
         const rd = this.core.ready();
+        // A leader's Appends leave before its own fsync (Ready step 2's exception, thesis
+        // §10.2.1): the followers write while the leader does.
+        const early = rd.replicateBeforePersist;
+        if (early) {
+          for (const m of rd.messages) {
+            if (m.to !== this.opts.nodeId && isReplicationMessage(m)) this.transport.send(m);
+          }
+        }
         const startMs = Date.now();
         const synced = await this.storage.persist(rd);
         const tookMs = Date.now() - startMs;
         if (synced && tookMs >= SLOW_PERSIST_MS) this.log.warn({ tookMs, entries: rd.entries.length, snapshot: !!rd.snapshot }, 'slow fsync');
         for (const m of rd.messages) {
-          if (m.to !== this.opts.nodeId) this.transport.send(m);
+          if (m.to !== this.opts.nodeId && !(early && isReplicationMessage(m))) this.transport.send(m);
         }
         this.applyReady(rd);
         this.core.advance(rd);

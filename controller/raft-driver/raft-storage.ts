@@ -81,6 +81,8 @@ export class RaftStorage {
   private snapshotChunks = 0;
   /** The last hard state written, to tell a commit-only change from a term/vote change. */
   private hardState: HardState = { term: 0, vote: 0, commit: 0 };
+  /** hardState holds a commit index newer than the stored one (see persist). */
+  private hardStateDirty = false;
   private closed = false;
 
   private constructor(private readonly db: Level<string, Uint8Array>, readonly dir: string) {}
@@ -178,18 +180,25 @@ export class RaftStorage {
    * messages (votes, append acknowledgements) only after that, which is what makes a vote or
    * an acknowledgement a promise that survives a crash (thesis §3.8, etcd rawnode.go).
    *
-   * One refinement, etcd's MustSync rule: a Ready that changes nothing but the commit index
-   * is written without fsync. Nothing promised to a peer depends on it: a commit index lost
-   * in an OS crash is learnt again from the leader, and the durable log still covers it
-   * (LevelDB replays its log in order, so the unsynced write can only be lost, never
-   * survive without the synced entries before it). Returns whether it synced.
+   * One refinement, after etcd's MustSync rule: a Ready that changes nothing but the commit
+   * index is not written at all — the new commit index is kept in memory and goes into the
+   * next batch that is written (or the final one at close). Nothing promised to a peer
+   * depends on it: the stored commit index is only ever a lower bound (a restarted node
+   * applies up to it and learns the rest from the leader again), and skipping the write takes
+   * a LevelDB round trip off every write's commit-to-apply path. Returns whether it synced.
    */
   async persist(rd: Pick<Ready, 'snapshot' | 'entries' | 'hardState'>): Promise<boolean> {
     assert(!this.closed, 'persist after close');
     if (!rd.snapshot && rd.entries.length === 0 && !rd.hardState) return false;
     const ops: Op[] = [];
-    const hs = rd.hardState;
-    const sync = !!rd.snapshot || rd.entries.length > 0 || (!!hs && (hs.term !== this.hardState.term || hs.vote !== this.hardState.vote));
+    const sync = !!rd.snapshot || rd.entries.length > 0 || (!!rd.hardState && (rd.hardState.term !== this.hardState.term || rd.hardState.vote !== this.hardState.vote));
+    if (!sync) {
+      // Commit index only: remembered, written with the next batch.
+      this.hardState = rd.hardState!;
+      this.hardStateDirty = true;
+      return false;
+    }
+    const hs = rd.hardState ?? (this.hardStateDirty ? this.hardState : undefined);
     let firstIndex = this.firstIndex;
     let lastIndex = this.lastIndex;
     let snapshotIndex = this.snapshotIndex;
@@ -223,6 +232,7 @@ export class RaftStorage {
 
     await this.db.batch(ops, { sync });
     if (hs) this.hardState = hs;
+    this.hardStateDirty = false;
     this.firstIndex = firstIndex;
     this.lastIndex = lastIndex;
     this.snapshotIndex = snapshotIndex;
@@ -257,6 +267,8 @@ export class RaftStorage {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // The newest commit index, so a clean restart applies everything it had applied.
+    if (this.hardStateDirty) await this.db.put(KEY_HARD_STATE, json(this.hardState));
     await this.db.close();
   }
 

@@ -927,6 +927,11 @@ export class RaftNode {
       messages: this.msgs,
       committedEntries,
       readStates: this.readStates,
+      replicateBeforePersist:
+        this.role === StateRole.Leader &&
+        !this.pendingSnapshot &&
+        hs.term === this.prevHardState.term &&
+        hs.vote === this.prevHardState.vote,
     };
     this.msgs = [];
     this.readStates = [];

@@ -122,7 +122,16 @@ export interface ReadState {
  *     discarded), then `entries` (replacing any stored entries at or after the first
  *     one's index), then `hardState` (if any), with one fsync for all;
  *  2. only then send `messages` (a vote or an append acknowledgement must never
- *     leave before the state it promises is durable);
+ *     leave before the state it promises is durable). One exception, thesis §10.2.1:
+ *     when `replicateBeforePersist` is true, the messages for which
+ *     `isReplicationMessage(m)` holds (a leader's Append and Heartbeat) may be sent before
+ *     step 1 completes, so the leader's fsync overlaps the followers' — only then does a
+ *     write cost one disk round instead of two. Safe because (a) the core counts the
+ *     leader's own entries toward commit only once persisted (its match is the stable
+ *     index, set in advance), and (b) the flag is false whenever this Ready changes term
+ *     or vote or installs a snapshot, so the term those messages carry is already durable
+ *     (a leader that crashed before the fsync cannot lead that term a second time with a
+ *     different log);
  *  3. apply `snapshot` to the state machine (if any), then `committedEntries` in order;
  *     serve `readStates` once applied >= their index;
  *  4. call `advance(ready)`.
@@ -136,6 +145,13 @@ export interface Ready {
   readonly messages: readonly Message[];
   readonly committedEntries: readonly Entry[];
   readonly readStates: readonly ReadState[];
+  /** See step 2 above: Appends and Heartbeats of this Ready may leave before the fsync. */
+  readonly replicateBeforePersist: boolean;
+}
+
+/** A leader's replication traffic: what step 2's exception lets leave before the fsync. */
+export function isReplicationMessage(m: Message): boolean {
+  return m.type === MessageType.Append || m.type === MessageType.Heartbeat;
 }
 
 export interface RaftConfig {

@@ -72,7 +72,10 @@ export class ControllerCluster {
     fs.mkdirSync(n.dataDir, { recursive: true });
     const logFd = fs.openSync(path.join(this.rootDir, `controller-${id}.log`), 'a');
     const args = [CLI, 'controller', '--node-id', String(id), '--listen', n.address, '--voters', this.votersArg(), '--data-dir', n.dataDir, ...this.extraArgs];
-    n.proc = spawn(process.execPath, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, FLOTILLA_PRETTY: '' } });
+    // FLOTILLA_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every controller
+    // (NODE_OPTIONS refuses --cpu-prof); the profile is written at a graceful stop.
+    const nodeArgs = (process.env.FLOTILLA_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+    n.proc = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', logFd, logFd], env: { ...process.env, FLOTILLA_PRETTY: '' } });
     fs.closeSync(logFd);
     n.paused = false;
   }
@@ -120,7 +123,9 @@ export class ControllerCluster {
   }
 
   async shutdown(opts: { keepData?: boolean } = {}): Promise<void> {
-    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, 'SIGKILL')));
+    // Profiled children need a graceful stop to write their profile.
+    const signal = process.env.FLOTILLA_CHILD_NODE_ARGS ? 'SIGTERM' : 'SIGKILL';
+    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, signal)));
     if (!opts.keepData) fs.rmSync(this.rootDir, { recursive: true, force: true });
   }
 }

@@ -84,6 +84,21 @@ describe('raft-driver RaftStorage', function () {
     expect(st.applied).to.equal(0);
   });
 
+  it('a commit-only Ready is not written (no fsync); the next written batch or a clean close stores the newest commit index', async () => {
+    let s = await reopen();
+    await s.load(CONF);
+    await s.persist({ entries: entries(1, 6, 1), hardState: { term: 1, vote: 1, commit: 2 } });
+    expect(await s.persist({ entries: [], hardState: { term: 1, vote: 1, commit: 5 } }), 'commit-only: no fsync').to.equal(false);
+    // The next synced write carries the newest commit index along.
+    await s.persist({ entries: [entry(7, 1)], hardState: undefined });
+    s = await reopen();
+    expect((await s.load(CONF)).hardState).to.deep.equal({ term: 1, vote: 1, commit: 5 });
+    // And a clean close writes a pending commit index.
+    await s.persist({ entries: [], hardState: { term: 1, vote: 1, commit: 7 } });
+    s = await reopen();
+    expect((await s.load(CONF)).hardState).to.deep.equal({ term: 1, vote: 1, commit: 7 });
+  });
+
   it('a conflicting append replaces every stored entry from its first index on', async () => {
     let s = await reopen();
     await s.load(CONF);

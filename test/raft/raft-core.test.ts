@@ -219,6 +219,39 @@ describe('raft core properties', () => {
     });
   });
 
+  describe('replication before the fsync (Ready.replicateBeforePersist, thesis §10.2.1)', () => {
+    it('allows early Appends only in a leader Ready that changes neither term nor vote', () => {
+      // A single voter with a learner: campaigning makes 1 leader within one Ready that also
+      // carries its new term, and Appends to the learner. Sent before that term is durable,
+      // a crash could let 1 lead the same term twice with different logs.
+      const env = new InteractionEnv();
+      const flags: { id: number; leader: boolean; termOrVoteChanged: boolean; early: boolean; appends: number }[] = [];
+      let prev = new Map<number, { term: number; vote: number }>();
+      env.onReady = (id, rd, storage) => {
+        const before = prev.get(id) ?? { term: storage.hardState.term, vote: storage.hardState.vote };
+        const hs = rd.hardState;
+        flags.push({
+          id,
+          leader: env.raft(id).status().role === StateRole.Leader,
+          termOrVoteChanged: !!hs && (hs.term !== before.term || hs.vote !== before.vote),
+          early: rd.replicateBeforePersist,
+          appends: rd.messages.filter((m) => m.type === MessageType.Append).length,
+        });
+        if (hs) prev.set(id, { term: hs.term, vote: hs.vote });
+      };
+      for (const c of ['add-nodes 2 voters=(1) learners=(2) election=10 heartbeat=1', 'campaign 1', 'stabilize', 'propose 1 a', 'stabilize']) env.run(c);
+      expect(env.raft(1).status().role).to.equal(StateRole.Leader);
+      const campaignReady = flags.find((f) => f.id === 1 && f.termOrVoteChanged);
+      expect(campaignReady, 'the Ready that made 1 leader of a new term').to.not.equal(undefined);
+      expect(campaignReady!.early, 'no early replication while the term is not durable').to.equal(false);
+      const steady = flags.filter((f) => f.id === 1 && !f.termOrVoteChanged && f.appends > 0);
+      expect(steady.length, 'later leader Readies with Appends').to.be.greaterThan(0);
+      for (const f of steady) expect(f.early, 'a steady leader replicates before its fsync').to.equal(true);
+      for (const f of flags.filter((x) => x.id === 2)) expect(f.early, 'a learner never sends early').to.equal(false);
+      noViolations(env);
+    });
+  });
+
   describe('proposals refused as operating conditions (RaftRefusedError)', () => {
     it('refuses a proposal on a follower with NOT_LEADER and names the leader', () => {
       const env = envWith('add-nodes 3 voters=(1,2,3) election=10 heartbeat=1', 'campaign 1', 'stabilize');

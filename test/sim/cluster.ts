@@ -27,6 +27,7 @@ import {
   Snapshot,
   StateRole,
   decodeConfChange,
+  isReplicationMessage,
 } from '../../controller/raft';
 import { Checker, InvariantViolation, LogView, confKey, dataKey, describeEntry, entryKey, violation } from './checker';
 import { Prng } from './prng';
@@ -153,6 +154,8 @@ export interface SimStats {
   snapshotsInstalled: number;
   compactions: number;
   crashes: number;
+  /** Leaders crashed after sending Appends early and before their fsync. */
+  crashesBeforeFsync: number;
   partitions: number;
   confChanges: number;
   /** Readies that overwrote stored entries: divergent logs were reconciled. */
@@ -440,6 +443,7 @@ export class Simulation {
     snapshotsInstalled: 0,
     compactions: 0,
     crashes: 0,
+    crashesBeforeFsync: 0,
     partitions: 0,
     confChanges: 0,
     truncations: 0,
@@ -780,6 +784,19 @@ export class Simulation {
     if (bug === 'send-before-persist') {
       for (const m of rd.messages) this.send(n, m);
     }
+    // Step 2's exception: a leader's Appends and Heartbeats may leave before its fsync. Model
+    // the worst case too: the leader crashes after sending them and before its fsync, losing
+    // the entries it just replicated.
+    const early = bug !== 'send-before-persist' && rd.replicateBeforePersist;
+    if (early) {
+      for (const m of rd.messages) if (isReplicationMessage(m)) this.send(n, m);
+      if (!this.healed && this.rng.chance(this.params.midReadyCrashRate)) {
+        this.stats.crashesBeforeFsync++;
+        this.crash(n, `after sending its appends, before its fsync (${rd.entries.length} entries lost)`);
+        this.scheduleRestart(n);
+        return;
+      }
+    }
 
     // 1. Persist: snapshot (replacing the whole stored log), entries, hard state; one fsync.
     const st = n.storage;
@@ -831,10 +848,11 @@ export class Simulation {
     // 2. Only then send. A crash may strike between the fsync and the last send.
     if (bug !== 'send-before-persist') {
       const crashMid = !this.healed && this.rng.chance(this.params.midReadyCrashRate);
-      const sendCount = crashMid ? this.rng.int(rd.messages.length + 1) : rd.messages.length;
-      for (let i = 0; i < sendCount; i++) this.send(n, rd.messages[i]);
+      const rest = early ? rd.messages.filter((m) => !isReplicationMessage(m)) : rd.messages;
+      const sendCount = crashMid ? this.rng.int(rest.length + 1) : rest.length;
+      for (let i = 0; i < sendCount; i++) this.send(n, rest[i]);
       if (crashMid) {
-        this.crash(n, `after persisting, ${sendCount}/${rd.messages.length} messages sent`);
+        this.crash(n, `after persisting, ${sendCount}/${rest.length} messages sent`);
         this.scheduleRestart(n);
         return;
       }

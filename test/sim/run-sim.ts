@@ -70,7 +70,7 @@ function main(): void {
   const onTrace = args.trace ? (l: string) => process.stdout.write(`${l}\n`) : undefined;
   const total: Omit<SimStats, 'refusals' | 'livenessTicks'> & { maxLivenessTicks: number } = {
     events: 0, ticks: 0, messagesSent: 0, messagesDelivered: 0, leaders: 0, committed: 0, proposals: 0, acked: 0,
-    readsServed: 0, snapshotsInstalled: 0, compactions: 0, crashes: 0, partitions: 0, confChanges: 0, truncations: 0, transfers: 0,
+    readsServed: 0, snapshotsInstalled: 0, compactions: 0, crashes: 0, crashesBeforeFsync: 0, partitions: 0, confChanges: 0, truncations: 0, transfers: 0,
     maxLivenessTicks: 0,
   };
   const refusals: Record<string, number> = {};
@@ -105,7 +105,7 @@ function main(): void {
     `sim: ${count} seeds (${first}..${first + count - 1}) passed in ${secs.toFixed(1)}s: ` +
       `${total.events} events, ${total.ticks} ticks, ${total.leaders} leader terms, ${total.committed} entries committed, ` +
       `${total.acked}/${total.proposals} proposals acknowledged, ${total.readsServed} reads, ${total.snapshotsInstalled} snapshots installed, ` +
-      `${total.compactions} compactions, ${total.crashes} crashes, ${total.partitions} partitions, ${total.confChanges} membership changes, ` +
+      `${total.compactions} compactions, ${total.crashes} crashes (${total.crashesBeforeFsync} of leaders between early appends and fsync), ${total.partitions} partitions, ${total.confChanges} membership changes, ` +
       `${total.truncations} log truncations, ${total.transfers} leader transfers, ` +
       `refusals: ${refused}, slowest recovery ${total.maxLivenessTicks} ticks\n`,
   );
