@@ -187,13 +187,16 @@ export class ProducerStateManager implements ProducerGuard {
   async onTruncated(endOffset: number): Promise<void> {
     assert(this.busy === undefined, `producer state truncation while ${this.busy}`);
     assert(Number.isSafeInteger(endOffset) && endOffset >= 0, `truncated to ${endOffset}`);
-    if (endOffset >= this.table.endOffset) return; // nothing the state knows was removed
+    // The log holds nothing and starts elsewhere than the state ends: it was emptied and
+    // restarted (Kafka's truncateFullyAndStartAt, or a truncateTo below the log start).
+    const emptied = this.log.logStartOffset >= endOffset && endOffset !== this.table.endOffset;
+    if (!emptied && endOffset >= this.table.endOffset) return; // nothing the state knows was removed
     this.busy = 'truncating';
     try {
       await this.serially(async () => {
-        if (this.log.logStartOffset >= endOffset) {
-          // The log holds nothing (Kafka's truncateFullyAndStartAt): what came before is not
-          // this log's history any more, so no snapshot of it may be used.
+        if (emptied) {
+          // What came before may not be this log's history any more (a follower restarted at
+          // its leader's log start): no snapshot of it may be used, no producer kept.
           for (const o of (await listSnapshots(this.dir)).reverse()) await deleteSnapshotFile(this.dir, o);
           await fsyncDir(this.dir);
           this.table = new ProducerStateTable(endOffset, this.limits);
