@@ -222,6 +222,11 @@ export class ProducerStateManager implements ProducerGuard {
     await this.serially(() => this.writeSnapshot(snap));
   }
 
+  /** Resolves when no background snapshot write is pending (tests; what a crash would cut short). */
+  async whenIdle(): Promise<void> {
+    await this.io;
+  }
+
   /** Waits for background writes, then snapshots what was appended since the last one. */
   async close(): Promise<void> {
     if (this.busy === 'closed' || this.busy === 'closing') return;
