@@ -61,7 +61,8 @@ export const PRODUCER_EPOCH_MAX = 0x7fff;
 export interface ProducerStateLimits {
   /**
    * Producers remembered per partition; the least recently written is evicted beyond it.
-   * Default 4096: about 4096 x (5 x 24 + ~80) bytes = ~0.8 MiB per partition at worst.
+   * Default 4096: about 4096 x ~500 bytes of heap (entry, 5 batch records, map slot) = ~2 MiB
+   * per partition at worst.
    */
   readonly producerIdsMax: number;
   /** A producer with no batch for this long is forgotten (Kafka producer.id.expiration.ms). */
