@@ -174,7 +174,8 @@ export class ProducerStateManager implements ProducerGuard {
     assert(this.busy === undefined, `producer state append while ${this.busy}`);
     const evicted = this.table.apply(headers);
     if (evicted.length > 0) {
-      this.logger.info({ dir: this.dir, evicted: evicted.length, producerIdsMax: this.table.limits.producerIdsMax }, `evicted ${evicted.length} least recently written producers: the partition holds its maximum`);
+      // debug, not info: at the bound every new producer evicts one, which would flood the log.
+      this.logger.debug({ dir: this.dir, evicted: evicted.length, producerIdsMax: this.table.limits.producerIdsMax }, `evicted ${evicted.length} least recently written producers: the partition holds its maximum`);
     }
     this.batchesSinceSnapshot += headers.length;
     for (const h of headers) this.bytesSinceSnapshot += h.sizeBytes;
