@@ -75,6 +75,23 @@ module.exports = {
       to: { path: '^(controller|cli)/' },
     },
     {
+      name: 'broker-producer-below-replica',
+      comment:
+        'broker/producer/ (idempotent-producer state, producer ids) is used by the replica ' +
+        'manager through the ProducerGuard seam it declares: it may import shared/, node:* and ' +
+        'npm packages, and broker/log/ for types only; nothing else of broker/.',
+      severity: 'error',
+      from: { path: '^broker/producer/' },
+      to: { path: '^broker/', pathNot: '^broker/(producer|log)/' },
+    },
+    {
+      name: 'broker-producer-log-types-only',
+      comment: 'broker/producer/ reads the log through its own ProducerLogReader interface: broker/log/ for types only.',
+      severity: 'error',
+      from: { path: '^broker/producer/' },
+      to: { path: '^broker/log/', dependencyTypesNot: ['type-only'] },
+    },
+    {
       name: 'client-only-to-shared',
       comment: 'The client library may import only shared/ and npm packages (and node:*).',
       severity: 'error',
