@@ -445,8 +445,11 @@ export class QuorumController implements StateMachine {
 
   /**
    * Registers a broker incarnation, fenced; the broker epoch is the offset of the
-   * RegisterBroker record (KRaft). A new incarnation replaces the old one: the old one's
-   * leaderships move away in the same batch.
+   * RegisterBroker record (KRaft). A new incarnation replaces the old one — the old one's
+   * leaderships move away in the same batch — but only once the old one is fenced or its
+   * session expired: while it still heartbeats, the newcomer gets DUPLICATE_BROKER_REGISTRATION
+   * (KIP-631; two processes configured with one id must not take turns knocking each other
+   * out). A broker restarted after a crash therefore re-registers once its old session ends.
    */
   async registerBroker(req: RegisterBrokerRequest): Promise<{ brokerEpoch: number }> {
     checkInt(req.brokerId, 'brokerId', 0, 2 ** 31 - 1);
@@ -460,6 +463,18 @@ export class QuorumController implements StateMachine {
       const existing = image.brokers.get(id);
       if (existing === undefined && image.brokers.size >= MAX_BROKERS) {
         throw new FlotillaError('LIMIT_EXCEEDED', `cannot register broker ${id}: ${MAX_BROKERS} brokers are registered already`);
+      }
+      if (existing !== undefined && existing.incarnationId !== req.incarnationId && !existing.fenced) {
+        const last = this.sessions.get(id);
+        const silentMs = last === undefined ? Infinity : nowMs - last;
+        if (silentMs <= this.brokerSessionTimeoutMs) {
+          throw new FlotillaError(
+            'DUPLICATE_BROKER_REGISTRATION',
+            `broker ${id} is registered by another live incarnation (last heartbeat ${silentMs} ms ago); ` +
+              `a new incarnation is accepted once that one is fenced or silent for ${this.brokerSessionTimeoutMs} ms`,
+            { brokerId: id, retryAfterMs: this.brokerSessionTimeoutMs - silentMs + 1 },
+          );
+        }
       }
       const where = `${req.host}:${req.port}${rack === null ? '' : ` rack ${rack}`}`;
       const reason =

@@ -210,6 +210,7 @@ describe('controller/quorum QuorumController', () => {
       const h = setup();
       const old = await addBroker(h, 1);
       await expectCode(h.c.brokerHeartbeat({ brokerId: 9, brokerEpoch: 1, currentMetadataOffset: 0 }), 'UNKNOWN_BROKER');
+      h.clock.now += SESSION_MS + 1; // the old incarnation's session ends (e.g. it crashed)
       const { brokerEpoch } = await h.c.registerBroker({ brokerId: 1, incarnationId: 'new-incarnation', host: 'h', port: 1 });
       expect(brokerEpoch).to.be.greaterThan(old);
       await expectCode(h.c.brokerHeartbeat({ brokerId: 1, brokerEpoch: old, currentMetadataOffset: 100 }), 'STALE_BROKER_EPOCH');
@@ -223,6 +224,7 @@ describe('controller/quorum QuorumController', () => {
       await h.c.createTopic({ name: 't', partitions: 2, replicationFactor: 2 });
       const led = [0, 1].filter((p) => partitionOf(h, 't', p).leader === 1);
       expect(led).to.have.length(1);
+      h.clock.now += SESSION_MS + 1; // 1 crashed: silent past its session, not yet fenced by a tick
       const { brokerEpoch } = await h.c.registerBroker({ brokerId: 1, incarnationId: 'restarted', host: 'h', port: 1 });
       const batch = decodeBatch(h.log.entries.find((e) => e.index === brokerEpoch)?.data as Uint8Array);
       expect(batch.map((r) => r.type)).to.deep.equal(['RegisterBroker', 'PartitionChange', 'PartitionChange']);
@@ -230,6 +232,22 @@ describe('controller/quorum QuorumController', () => {
         expect(partitionOf(h, 't', p).leader).to.equal(2);
         expect(partitionOf(h, 't', p).isr).to.deep.equal([2]);
       }
+    });
+
+    it('refuses a second incarnation while the first still heartbeats (DUPLICATE_BROKER_REGISTRATION), accepts it once the first is fenced', async () => {
+      const h = setup();
+      const first = await addBroker(h, 1);
+      const before = h.log.entries.length;
+      await expectCode(h.c.registerBroker({ brokerId: 1, incarnationId: 'impostor', host: 'h2', port: 2 }), 'DUPLICATE_BROKER_REGISTRATION', /another live incarnation/);
+      expect(h.log.entries.length, 'nothing written').to.equal(before);
+      expect(h.c.image().brokers.get(1)).to.include({ epoch: first, fenced: false });
+      // Still live just before the session ends; replaceable once it is fenced.
+      h.clock.now += SESSION_MS - 1;
+      await h.c.brokerHeartbeat({ brokerId: 1, brokerEpoch: first, currentMetadataOffset: first });
+      await expectCode(h.c.registerBroker({ brokerId: 1, incarnationId: 'impostor', host: 'h2', port: 2 }), 'DUPLICATE_BROKER_REGISTRATION');
+      await h.c.brokerHeartbeat({ brokerId: 1, brokerEpoch: first, currentMetadataOffset: first, wantShutdown: true });
+      const { brokerEpoch } = await h.c.registerBroker({ brokerId: 1, incarnationId: 'impostor', host: 'h2', port: 2 });
+      expect(h.c.image().brokers.get(1)).to.include({ incarnationId: 'impostor', epoch: brokerEpoch, fenced: true });
     });
 
     it('registration validates its fields (INVALID_REQUEST)', async () => {
