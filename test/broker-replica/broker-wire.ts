@@ -64,6 +64,9 @@ export class BrokerWire {
     this.client = new Ctor(address, grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': MAX,
       'grpc.max_send_message_length': MAX,
+      // Brokers are killed and restarted in tests: reconnect within a second, not two minutes.
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1_000,
     }) as unknown as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   }
 
