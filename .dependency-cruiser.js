@@ -92,6 +92,35 @@ module.exports = {
       to: { path: '^broker/log/', dependencyTypesNot: ['type-only'] },
     },
     {
+      name: 'broker-log-is-a-leaf',
+      comment:
+        'broker/log/ is the partition log: storage only. It imports nothing else of broker/ ' +
+        '(no replication, no networking); the replica manager drives it.',
+      severity: 'error',
+      from: { path: '^broker/log/' },
+      to: { path: '^broker/', pathNot: '^broker/log/' },
+    },
+    {
+      name: 'broker-replica-below-server',
+      comment:
+        'broker/replica/ (ReplicaManager, Partition, fetchers) uses broker/log/ and the metadata ' +
+        'follower types; it never imports the gRPC service (broker/server/), the idempotent ' +
+        'producer implementation (broker/producer/: plugged in through ProducerGuardFactory) or ' +
+        'the process wiring.',
+      severity: 'error',
+      from: { path: '^broker/replica/' },
+      to: { path: '^broker/(server|producer)/|^broker/(broker-process|admin-proxy|broker-lifecycle|index)' },
+    },
+    {
+      name: 'broker-server-through-replica',
+      comment:
+        'broker/server/ (the Broker gRPC service) reaches partitions only through broker/replica/; ' +
+        'it does not touch broker/log/ or broker/producer/ directly, nor the process wiring.',
+      severity: 'error',
+      from: { path: '^broker/server/' },
+      to: { path: '^broker/(log|producer)/|^broker/(broker-process|admin-proxy|broker-lifecycle|controller-channel|index)' },
+    },
+    {
       name: 'client-only-to-shared',
       comment: 'The client library may import only shared/ and npm packages (and node:*).',
       severity: 'error',

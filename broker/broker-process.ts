@@ -4,28 +4,33 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../shared/log';
 import type { MetadataImage } from '../shared/metadata';
-import { SERVER_OPTIONS } from '../shared/rpc/proto';
 import { bindServer, shutdownServer, splitHostPort } from '../shared/rpc/server-lifecycle';
 import { runUntilStopped } from '../shared/process/run-until-stopped';
 import { AdminProxy } from './admin-proxy';
 import { BrokerLifecycleManager, BrokerStatus } from './broker-lifecycle';
 import { ControllerChannel } from './controller-channel';
 import { MetadataFollower } from './metadata-follower';
-import { HostedReplica, ReplicaManager } from './replica-manager';
+import { BROKER_MAX_MESSAGE_BYTES } from './replica/limits';
+import { HostedReplica, ReplicaManager } from './replica/replica-manager';
+import type { ProducerGuardFactory } from './replica/producer-guard';
+import { BrokerService } from './server/broker-service';
+import type { PartitionState } from '../shared/metadata';
 
 // One broker process (Kafka's BrokerServer), wired from its parts:
 //
 //   grpc.Server (--listen) ── AdminProxy ──┐
-//                                          ├── ControllerChannel ──► controller quorum
-//   BrokerLifecycleManager (register, heartbeat) ┘        ▲
-//   MetadataFollower (FetchMetadata stream) ──────────────┘
+//        │                                 ├── ControllerChannel ──► controller quorum
+//   BrokerLifecycleManager (register, heartbeat) ┘        ▲    ▲ AlterPartition
+//   MetadataFollower (FetchMetadata stream) ──────────────┘    │
 //        │ publishes each new MetadataImage + localChanges(brokerId)
-//        ├──► ReplicaManager (placeholder until partition logs exist)
+//        ├──► ReplicaManager (partition logs, leader/follower, fetchers, ISR) ──┘
 //        └──► BrokerLifecycleManager.onMetadataApplied (unfence as soon as caught up)
+//   grpc.Server ── BrokerService (Metadata, Produce, Fetch, ListOffsets) ──► ReplicaManager
 //
 // Start order: the data dir is claimed, the server binds (so the advertised port is known,
-// --listen may say port 0), the metadata follower starts, then registration. Stop order is
-// the reverse, with a controlled shutdown first so leaderships move away at once.
+// --listen may say port 0), the metadata follower starts, then registration. Stop order:
+// controlled shutdown first (leaderships move away at once), the metadata stream, the server
+// (in-flight calls get a grace period), then the replicas (fetchers, HW checkpoint, logs).
 
 export interface BrokerOptions {
   readonly nodeId: number;
@@ -46,6 +51,12 @@ export interface BrokerOptions {
   readonly forwardTimeoutMs?: number;
   /** The metadata follower cannot go on; default: log (the process runner exits). */
   readonly onFatal?: (err: unknown) => void;
+  /** replica.lag.time.max.ms (see broker/replica/replica-manager.ts for the default). */
+  readonly replicaLagTimeMaxMs?: number;
+  /** The idempotent-producer seam; default: the no-op guard. */
+  readonly producerGuardFactory?: ProducerGuardFactory;
+  /** Log retention check interval (Kafka's log.retention.check.interval.ms). */
+  readonly retentionCheckIntervalMs?: number;
 }
 
 export interface RunningBroker {
@@ -57,8 +68,10 @@ export interface RunningBroker {
   image(): MetadataImage;
   /** Registration and fencing state as this broker knows it. */
   status(): BrokerStatus & { readonly metadataOffset: number; readonly controller?: string };
-  /** The partitions this broker hosts, per the metadata applied (placeholder data). */
+  /** The partitions this broker hosts, with role and offsets. */
   replicas(): HostedReplica[];
+  /** The replica manager (tests and debugging). */
+  readonly replicaManager: ReplicaManager;
   /** Resolves once the controller has unfenced this broker (or it stopped). */
   whenUnfenced(): Promise<void>;
   /** Idempotent; resolves when everything is closed. */
@@ -79,11 +92,45 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   const incarnationId = randomUUID();
 
   const channel = new ControllerChannel({ controllers: o.controllers, logger });
-  const replicaManager = new ReplicaManager({ brokerId: nodeId, logger });
+  // Late-bound: the replica manager needs the lifecycle manager's epoch and fencing.
+  let lifecycle: BrokerLifecycleManager | undefined;
+  const replicaManager = new ReplicaManager({
+    brokerId: nodeId,
+    dataDir: o.dataDir,
+    logger,
+    brokerEpoch: () => lifecycle?.status().brokerEpoch ?? -1,
+    isFenced: () => lifecycle?.status().isFenced ?? true,
+    alterPartition: async (req) => {
+      const res = await channel.call<{ leader: number; leaderEpoch: number; partitionEpoch: number; replicas: number[]; isr: number[] }>(
+        'AlterPartition',
+        {
+          brokerId: req.brokerId,
+          brokerEpoch: req.brokerEpoch,
+          topic: req.topicName,
+          partition: req.partition,
+          leaderEpoch: req.leaderEpoch,
+          partitionEpoch: req.partitionEpoch,
+          newIsr: req.newIsr,
+          reason: req.reason,
+        },
+        // Repeating it is harmless: a second one fails the partition-epoch check.
+        { deadlineMs: Date.now() + 5_000, idempotent: true, attemptTimeoutMs: 2_000 },
+      );
+      const state: PartitionState = { partition: req.partition, leader: res.leader, leaderEpoch: res.leaderEpoch, partitionEpoch: res.partitionEpoch, replicas: res.replicas, isr: res.isr };
+      return state;
+    },
+    ...(o.replicaLagTimeMaxMs !== undefined ? { replicaLagTimeMaxMs: o.replicaLagTimeMaxMs } : {}),
+    ...(o.producerGuardFactory !== undefined ? { producerGuardFactory: o.producerGuardFactory } : {}),
+    ...(o.retentionCheckIntervalMs !== undefined ? { retentionCheckIntervalMs: o.retentionCheckIntervalMs } : {}),
+  });
   const admin = new AdminProxy({ brokerId: nodeId, channel, logger, ...(o.forwardTimeoutMs !== undefined ? { forwardTimeoutMs: o.forwardTimeoutMs } : {}) });
+  const service = new BrokerService({ brokerId: nodeId, replicaManager, logger });
 
-  const server = new grpc.Server(SERVER_OPTIONS);
+  // Deliberate sizes (broker/replica/limits.ts): a produce request or fetch response may carry
+  // a batch as large as the largest max.message.bytes a topic may set.
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': BROKER_MAX_MESSAGE_BYTES, 'grpc.max_send_message_length': BROKER_MAX_MESSAGE_BYTES });
   admin.register(server);
+  service.register(server);
   let port: number;
   try {
     port = await bindServer(server, host, portText);
@@ -94,8 +141,6 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   const address = `${host}:${port}`;
 
   let stop: () => Promise<void> = async () => undefined;
-  // Late-bound: the follower publishes to the lifecycle manager, which needs the follower's offset.
-  let lifecycle: BrokerLifecycleManager | undefined;
   const follower = new MetadataFollower({
     brokerId: nodeId,
     channel,
@@ -120,8 +165,12 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   });
   const lc = lifecycle;
 
+  replicaManager.start();
   follower.start();
   lc.start();
+  // Once unfenced, the image covers this broker's registration: logs of partitions deleted
+  // while it was down can be told from live ones.
+  void lc.whenUnfenced().then(() => (stopping === undefined ? replicaManager.deleteStrayLogs() : undefined)).catch((err: unknown) => logger.warn({ err }, 'deleting stray logs failed'));
   logger.info(
     { address, controllers: o.controllers, dataDir: o.dataDir, rack: o.rack ?? null, incarnationId },
     `broker ${nodeId} listening on ${address}`,
@@ -135,7 +184,9 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
       // Controlled shutdown needs the channel: before closing it.
       await lc.stop(o.controlledShutdownTimeoutMs ?? CONTROLLED_SHUTDOWN_TIMEOUT_MS_DEFAULT);
       follower.stop();
+      service.close();
       await shutdownServer(server, o.shutdownGraceMs ?? SHUTDOWN_GRACE_MS_DEFAULT);
+      await replicaManager.stop();
       channel.close();
       logger.info(`broker ${nodeId} stopped`);
     })();
@@ -151,6 +202,7 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
       return { ...lc.status(), metadataOffset: follower.appliedOffset(), ...(controller ? { controller } : {}) };
     },
     replicas: () => replicaManager.replicas(),
+    replicaManager,
     whenUnfenced: () => lc.whenUnfenced(),
     stop: () => stop(),
   };

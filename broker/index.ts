@@ -12,8 +12,9 @@ export { ControllerChannel, controllerClientConstructor } from './controller-cha
 export type { ControllerChannelOptions, CallOptions } from './controller-channel';
 export { MetadataFollower } from './metadata-follower';
 export type { MetadataUpdate, MetadataPublisher, MetadataFollowerOptions } from './metadata-follower';
-export { ReplicaManager } from './replica-manager';
-export type { HostedReplica, ReplicaRole } from './replica-manager';
+export { ReplicaManager, Partition, NoopProducerGuard } from './replica';
+export type { HostedReplica, Role, ProducerGuard, ProducerGuardFactory, ProducerGuardContext } from './replica';
+export { BrokerService } from './server/broker-service';
 export { AdminProxy } from './admin-proxy';
 export type { AdminProxyOptions } from './admin-proxy';
 export { localChangesBetween, isEmptyChange } from './local-changes';

@@ -131,6 +131,7 @@ function addBrokerCommand(program: Command): void {
     .requiredOption('--data-dir <dir>', 'where this broker keeps its data')
     .option('--rack <rack>', 'rack label, for rack-aware replica placement')
     .option('--heartbeat-interval-ms <ms>', 'time between heartbeats to the controller (keep it well below its session timeout)', intIn(10))
+    .option('--replica-lag-time-max-ms <ms>', 'an ISR member that has not caught up for this long leaves the ISR (default 10000)', intIn(100))
     .option('--log-level <level>', 'trace|debug|info|warn|error (default: FLOTILLA_LOG_LEVEL or info)')
     .addOption(new Option('--stop-with-parent', 'stop when stdin closes (set by `cluster up`)').hideHelp())
     .action(async (opts: BrokerCommandOptions) => {
@@ -148,6 +149,7 @@ function addBrokerCommand(program: Command): void {
           logger,
           ...(opts.rack !== undefined ? { rack: opts.rack } : {}),
           ...(opts.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: opts.heartbeatIntervalMs } : {}),
+          ...(opts.replicaLagTimeMaxMs !== undefined ? { replicaLagTimeMaxMs: opts.replicaLagTimeMaxMs } : {}),
         },
         { stopOnStdinClose: opts.stopWithParent === true },
       );
@@ -161,6 +163,7 @@ interface BrokerCommandOptions {
   dataDir: string;
   rack?: string;
   heartbeatIntervalMs?: number;
+  replicaLagTimeMaxMs?: number;
   logLevel?: string;
   stopWithParent?: boolean;
 }

@@ -123,7 +123,7 @@ export class PartitionLog {
 
   private constructor(
     readonly dir: string,
-    readonly config: LogConfig,
+    private cfg: LogConfig,
     private segments: LogSegment[],
     private readonly epochs: LeaderEpochCache,
     private readonly nowMs: () => number,
@@ -159,6 +159,24 @@ export class PartitionLog {
   }
 
   // ---- state ----
+
+  /** The settings in force (see reconfigure). */
+  get config(): LogConfig {
+    return this.cfg;
+  }
+
+  /**
+   * Replaces the settings (a topic config change). Applies from the next operation on:
+   * segment.bytes/segment.ms at the next roll, max.message.bytes at the next append,
+   * retention at the next deleteOldSegments, flush at the next append or maybeFlush.
+   */
+  reconfigure(config: Partial<LogConfig>): Promise<LogConfig> {
+    const next = checkLogConfig({ ...this.cfg, ...config });
+    return this.run(async () => {
+      this.cfg = next;
+      return next;
+    });
+  }
 
   /** The first offset in the log (moves up with retention). */
   get logStartOffset(): number {

@@ -63,7 +63,7 @@ describe('broker: startBroker with in-process controllers', function () {
     expect(tookMs).to.be.below(15_000);
   });
 
-  it("follows topic creation and deletion in its own image; the replica placeholder learns its roles", async () => {
+  it("follows topic creation and deletion in its own image; each replica takes its role and the logs go with the topic", async () => {
     cluster = await InProcessCluster.start();
     for (const id of [1, 2, 3]) await cluster.startBroker(id);
     await waitFor('three unfenced brokers', () => [1, 2, 3].every((id) => cluster.brokers.get(id)!.status().state === 'running'));
@@ -72,6 +72,8 @@ describe('broker: startBroker with in-process controllers', function () {
     for (const id of [1, 2, 3]) {
       await waitFor(`broker ${id} to see orders`, () => imagePartitions(cluster, id, 'orders'));
       expect(imagePartitions(cluster, id, 'orders')).to.deep.equal(describedPartitions(created));
+      // Logs open asynchronously: wait until every replica has taken its role.
+      await waitFor(`broker ${id} to open its replicas`, () => cluster.brokers.get(id)!.replicas().every((r) => r.role === 'leader' || r.role === 'follower'));
       const replicas = cluster.brokers.get(id)!.replicas();
       expect(replicas.map((r) => r.partition)).to.deep.equal([0, 1, 2]);
       for (const r of replicas) {

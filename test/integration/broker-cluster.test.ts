@@ -117,8 +117,8 @@ describe('brokers with a controller quorum (real processes)', function () {
     for (const id of [1, 2, 3]) {
       const expected = t.partitions.map((p) =>
         p.leader === id
-          ? `would become leader of followed-${p.partition} at leader epoch ${p.leaderEpoch}`
-          : `would become follower of followed-${p.partition} (leader ${p.leader}) at leader epoch ${p.leaderEpoch}`,
+          ? `became leader of followed-${p.partition} at leader epoch ${p.leaderEpoch}`
+          : `became follower of followed-${p.partition} (leader ${p.leader}) at leader epoch ${p.leaderEpoch}`,
       );
       await eventually(`broker ${id} to apply the topic`, async () => {
         const msgs = brokers.logLines(id).map((l) => String(l.msg));

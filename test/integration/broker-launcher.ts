@@ -82,6 +82,12 @@ export class BrokerLauncher {
     }
   }
 
+  /** Sends `signal` without waiting (SIGSTOP / SIGCONT to freeze and thaw a broker). */
+  signal(id: number, signal: NodeJS.Signals): void {
+    const p = this.node(id).proc;
+    if (p && this.isRunning(id)) p.kill(signal);
+  }
+
   async restart(id: number): Promise<void> {
     await this.kill(id);
     this.spawn(id);
