@@ -6,7 +6,9 @@ import type { Logger } from '../shared/log';
 import type { MetadataImage } from '../shared/metadata';
 import { bindServer, shutdownServer, splitHostPort } from '../shared/rpc/server-lifecycle';
 import { runUntilStopped } from '../shared/process/run-until-stopped';
+import { FlotillaError } from '../shared/errors/error-codes';
 import { AdminProxy } from './admin-proxy';
+import { ProducerIdManager, ProducerStateManager } from './producer';
 import { BrokerLifecycleManager, BrokerStatus } from './broker-lifecycle';
 import { ControllerChannel } from './controller-channel';
 import { MetadataFollower } from './metadata-follower';
@@ -120,11 +122,29 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
       return state;
     },
     ...(o.replicaLagTimeMaxMs !== undefined ? { replicaLagTimeMaxMs: o.replicaLagTimeMaxMs } : {}),
-    ...(o.producerGuardFactory !== undefined ? { producerGuardFactory: o.producerGuardFactory } : {}),
+    // Idempotent producers (issue 3 §5): per-partition producer state, snapshotted next to the
+    // log and rebuilt from it; tests may plug in another guard.
+    producerGuardFactory:
+      o.producerGuardFactory ??
+      ((ctx) => ProducerStateManager.open({ dir: ctx.dir, log: ctx.log, logger: logger.child({ partition: `${ctx.topicName}-${ctx.partition}` }) })),
     ...(o.retentionCheckIntervalMs !== undefined ? { retentionCheckIntervalMs: o.retentionCheckIntervalMs } : {}),
   });
   const admin = new AdminProxy({ brokerId: nodeId, channel, logger, ...(o.forwardTimeoutMs !== undefined ? { forwardTimeoutMs: o.forwardTimeoutMs } : {}) });
-  const service = new BrokerService({ brokerId: nodeId, replicaManager, logger });
+  // Producer ids come in blocks from the controller (AllocateProducerIds), KIP-730.
+  const producerIds = new ProducerIdManager({
+    logger,
+    allocate: async () => {
+      const brokerEpoch = lifecycle?.status().brokerEpoch ?? -1;
+      if (brokerEpoch < 0) throw new FlotillaError('BROKER_FENCED', `broker ${nodeId} is not registered yet`);
+      return channel.call<{ firstProducerId: number; count: number }>(
+        'AllocateProducerIds',
+        { brokerId: nodeId, brokerEpoch },
+        // Not repeated blindly: a lost answer wastes one block, a repeat would waste another.
+        { deadlineMs: Date.now() + 5_000, idempotent: false },
+      );
+    },
+  });
+  const service = new BrokerService({ brokerId: nodeId, replicaManager, logger, producerIds: { next: () => producerIds.generateProducerId() } });
 
   // Deliberate sizes (broker/replica/limits.ts): a produce request or fetch response may carry
   // a batch as large as the largest max.message.bytes a topic may set.

@@ -9,7 +9,7 @@ export type { ReplicaManagerOptions, HostedReplica } from './replica-manager';
 export { Partition } from './partition';
 export type { Role, FollowerState, IsrChangeRequest, PartitionDeps, LeaderAppendResult, Divergence } from './partition';
 export { NoopProducerGuard, noopProducerGuardFactory } from './producer-guard';
-export type { ProducerGuard, ProducerGuardContext, ProducerGuardFactory } from './producer-guard';
+export type { ProducerGuard, ProducerGuardContext, ProducerGuardFactory, GuardLogReader } from './producer-guard';
 export { ReplicaFetcherManager, FETCH_MAX_WAIT_MS, brokerClientConstructor } from './replica-fetcher';
 export { readHwCheckpoint, writeHwCheckpoint, HW_CHECKPOINT_FILE } from './hw-checkpoint';
 export * from './limits';

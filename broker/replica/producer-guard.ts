@@ -30,6 +30,15 @@ export interface ProducerGuardContext {
   /** The log's range when the guard is made (after recovery): a guard rebuilds from it. */
   readonly logStartOffset: number;
   readonly logEndOffset: number;
+  /** The replica's log, to read batch headers from when rebuilding (read-only use). */
+  readonly log: GuardLogReader;
+}
+
+/** The part of the partition log a guard may use: its range and validated reads. */
+export interface GuardLogReader {
+  readonly logStartOffset: number;
+  readonly logEndOffset: number;
+  read(fromOffset: number, maxBytes: number, isolation: 'logEnd'): Promise<{ readonly records: Buffer; readonly nextOffset: number }>;
 }
 
 /** Made once per hosted replica, after its log is opened; closed when the replica goes away. */

@@ -233,7 +233,7 @@ export class ReplicaManager {
         const log = await PartitionLog.open({ dir, config: logConfigFromTopicConfig(topicConfig), nowMs: this.nowMs, logger: this.o.logger });
         const hw = (await this.hwCheckpoint).get(key);
         if (hw !== undefined) log.setHighWatermark(hw);
-        const guard = await this.guardFactory({ topicId, topicName, partition, dir, logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset });
+        const guard = await this.guardFactory({ topicId, topicName, partition, dir, logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset, log });
         const p = new Partition(topicId, topicName, partition, log, guard, { ...state, leader: -1, leaderEpoch: -1, partitionEpoch: -1 }, topicConfig, {
           brokerId: this.o.brokerId,
           nowMs: this.nowMs,

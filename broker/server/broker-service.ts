@@ -21,8 +21,8 @@ import { DelayedFetches } from './delayed-fetch';
 
 // flotilla.broker.Broker (proto/broker.proto), served on the broker's one gRPC server beside
 // the admin proxy: Metadata from the broker's image, Produce / ProduceStream, Fetch (consumers
-// and followers), ListOffsets; InitProducerId answers a typed error until broker/producer/ is
-// wired. Kafka analogue: KafkaApis' handleProduceRequest / handleFetchRequest /
+// and followers), ListOffsets, InitProducerId (ids from controller-allocated blocks, through
+// the ProducerIdSource the process wires to broker/producer). Kafka analogue: KafkaApis' handleProduceRequest / handleFetchRequest /
 // handleListOffsetRequest / handleTopicMetadataRequest.
 //
 // Produce, in three steps so that a refused request appends nothing anywhere (the contract in
@@ -121,10 +121,17 @@ const FETCH_DEFAULT_MAX_BYTES = 1024 * 1024;
 const EARLIEST = -2;
 const LATEST = -1;
 
+/** Where InitProducerId gets ids: broker/producer's ProducerIdManager, wired by the process. */
+export interface ProducerIdSource {
+  /** A fresh producer id (epoch 0); PRODUCER_ID_UNAVAILABLE when no block can be had. */
+  next(): Promise<{ readonly producerId: number; readonly producerEpoch: number }>;
+}
+
 export interface BrokerServiceOptions {
   readonly brokerId: number;
   readonly replicaManager: ReplicaManager;
   readonly logger: Logger;
+  readonly producerIds: ProducerIdSource;
 }
 
 export function errorWire(err: unknown): ErrorWire {
@@ -151,16 +158,23 @@ export class BrokerService {
       ProduceStream: (call: grpc.ServerDuplexStream<ProduceRequestWire, ProduceResponseWire>) => this.produceStream(call),
       Fetch: (call: grpc.ServerUnaryCall<FetchRequestWire, Wire>, callback: grpc.sendUnaryData<Wire>) => this.fetchCall(call, callback),
       ListOffsets: this.unary('ListOffsets', async (req) => this.listOffsets(req as { partitions: ListOffsetsPartitionWire[]; isolationLevel: string })),
-      InitProducerId: this.unary('InitProducerId', async () => {
-        // Wired when broker/producer/ is integrated; nothing fake until then.
-        throw new FlotillaError('INVALID_REQUEST', `broker ${this.o.brokerId} does not serve InitProducerId yet: idempotent producers are not wired into this build`);
-      }),
+      InitProducerId: this.unary('InitProducerId', async (req) => this.initProducerId(req as { transactionalId: string; transactionTimeoutMs: number })),
     };
     server.addService(service, impl);
   }
 
   close(): void {
     this.closed = true;
+  }
+
+  /** A new id for an idempotent producer (transactions, with their ids and epochs, come later). */
+  private async initProducerId(req: { transactionalId: string; transactionTimeoutMs: number }): Promise<Wire> {
+    if (req.transactionalId !== '') {
+      throw new FlotillaError('INVALID_REQUEST', 'transactional producers are not supported yet: transactional_id must be ""');
+    }
+    if (this.rm.isFenced()) throw new FlotillaError('BROKER_FENCED', `broker ${this.o.brokerId} is fenced`);
+    const { producerId, producerEpoch } = await this.o.producerIds.next();
+    return { producerId, producerEpoch };
   }
 
   private unary(method: string, fn: (req: Wire) => Promise<unknown>): grpc.handleUnaryCall<Wire, unknown> {
