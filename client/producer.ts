@@ -193,7 +193,7 @@ export class Producer {
   private readonly cfg: ResolvedProducerConfig;
   private readonly partitions = new Map<string, PartitionQueue>();
   private readonly sticky: StickyPartitioner;
-  private readonly outstanding = new Set<SendTracker>();
+  private readonly inProgress = new Set<Promise<RecordMetadata[]>>();
   private readonly bufferWaiters: BufferWaiter[] = [];
   private bufferedBytes = 0;
   private producerId = -1;
@@ -235,7 +235,19 @@ export class Producer {
     this.connected = true;
   }
 
-  async send(record: ProducerRecord): Promise<RecordMetadata[]> {
+  send(record: ProducerRecord): Promise<RecordMetadata[]> {
+    // Tracked from the start (metadata and buffer waits included), so that flush() and
+    // disconnect() also wait for sends that have not reached the accumulator yet.
+    const p = this.sendInner(record);
+    this.inProgress.add(p);
+    const forget = (): void => {
+      this.inProgress.delete(p);
+    };
+    p.then(forget, forget);
+    return p;
+  }
+
+  private async sendInner(record: ProducerRecord): Promise<RecordMetadata[]> {
     if (this.fatal) throw this.fatal;
     if (this.closing) throw new FlotillaError('INVALID_REQUEST', 'the producer was disconnected');
     if (!this.connected) throw new FlotillaError('INVALID_REQUEST', 'call producer.connect() before send()');
@@ -260,11 +272,6 @@ export class Producer {
       throw this.fatal;
     }
     const tracker = new SendTracker(topic, placed.length);
-    this.outstanding.add(tracker);
-    tracker.promise.then(
-      () => this.outstanding.delete(tracker),
-      () => this.outstanding.delete(tracker),
-    );
     for (let i = 0; i < placed.length; i++) {
       this.append(this.queueFor(topic, partitionOf[i]!, meta.partitions.length), placed[i]!.record, placed[i]!.sizeBytes, { tracker, index: i });
     }
@@ -276,7 +283,7 @@ export class Producer {
     this.flushing++;
     try {
       this.wake(0);
-      await Promise.allSettled([...this.outstanding].map((t) => t.promise));
+      await Promise.allSettled([...this.inProgress]);
     } finally {
       this.flushing--;
     }
@@ -328,6 +335,7 @@ export class Producer {
     let b = pq.open;
     if (b && b.records.length > 0 && b.sizeBytes + sizeBytes > this.cfg.batchSizeBytes) {
       this.closeBatch(b);
+      this.wake(0);
       b = undefined;
     }
     if (!b) {
@@ -501,7 +509,7 @@ export class Producer {
         topic: pq.topic,
         partition: pq.partition,
       });
-      if (this.cfg.idempotent && b.baseSequence >= 0) return this.failFatal(err);
+      if (this.cfg.idempotent && b.baseSequence >= 0) return this.failFatal(err, b);
       this.failBatch(b, err);
     }
   }
@@ -576,10 +584,12 @@ export class Producer {
     if (this.deps.metadata.needsUpdate) this.refreshMetadata();
     let retriable = err.retriable;
     if (this.cfg.idempotent) {
-      // An earlier batch of this partition is unacknowledged (being retried): the gap is its.
-      const behindARetry = err.name === 'OUT_OF_ORDER_SEQUENCE' && b.baseSequence !== pq.lastAckedSequence + 1;
+      // An earlier batch of this partition is unacknowledged (being retried): the gap is its
+      // (Kafka's TransactionManager.canRetry does the same for both errors).
+      const gapError = err.name === 'OUT_OF_ORDER_SEQUENCE' || err.name === 'UNKNOWN_PRODUCER_ID';
+      const behindARetry = gapError && b.baseSequence !== pq.lastAckedSequence + 1;
       if (behindARetry) retriable = true;
-      else if (FATAL_WHEN_IDEMPOTENT.has(err.name)) return this.failFatal(err);
+      else if (FATAL_WHEN_IDEMPOTENT.has(err.name)) return this.failFatal(err, b);
     }
     const now = Date.now();
     const waitMs = backoffMs(b.attempts - 1, this.cfg, this.deps.random);
@@ -598,6 +608,7 @@ export class Producer {
     if (this.cfg.idempotent && b.baseSequence >= 0) {
       return this.failFatal(
         new FlotillaError(err.name, `${err.message} (batch ${pq.topic}-${pq.partition} with sequence ${b.baseSequence} failed after ${b.attempts} attempt(s))`, err.details, { cause: err }),
+        b,
       );
     }
     this.failBatch(b, err);
@@ -612,9 +623,9 @@ export class Producer {
   }
 
   /** The idempotent producer cannot go on: fail everything pending and every later send. */
-  private failFatal(cause: FlotillaError): void {
-    if (this.fatal) return;
-    this.fatal = new FlotillaError(cause.name, `idempotent producer stopped: ${cause.message}; create a new producer`, { ...cause.details, fatal: 1 }, { cause });
+  private failFatal(cause: FlotillaError, trigger: ProducerBatch): void {
+    if (!this.fatal) this.fatal = new FlotillaError(cause.name, `idempotent producer stopped: ${cause.message}; create a new producer`, { ...cause.details, fatal: 1 }, { cause });
+    this.failBatch(trigger, this.fatal);
     for (const pq of this.partitions.values()) {
       for (const b of [...pq.inFlight, ...pq.queue]) this.failBatch(b, this.fatal);
       pq.queue.length = 0;
