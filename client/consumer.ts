@@ -145,9 +145,13 @@ export class Consumer {
     this.connected = true;
   }
 
-  /** The partition indexes of `topic` (Kafka's partitionsFor). UNKNOWN_TOPIC when there is none. */
-  async partitionsFor(topic: string): Promise<number[]> {
-    const t = await this.deps.metadata.topic(topic, this.requestTimeoutMs);
+  /**
+   * The partition indexes of `topic` (Kafka's partitionsFor). A topic the brokers do not know
+   * is asked again for up to `waitMs` (a new topic reaches brokers a heartbeat later), then
+   * UNKNOWN_TOPIC.
+   */
+  async partitionsFor(topic: string, waitMs = 5_000): Promise<number[]> {
+    const t = await this.deps.metadata.topic(topic, waitMs);
     return t.partitions.map((p) => p.partition);
   }
 
