@@ -81,9 +81,11 @@ describe('client: producer', function () {
       expect(cluster.values('t', 0)).to.have.length(10);
     });
 
-    it('one send to many partitions: one request per broker, one batch per partition', async () => {
-      const p = await producer({ lingerMs: 50 });
-      const md = await p.send({ topic: 'wide', messages: [0, 1, 2, 3].map((partition) => ({ value: `p${partition}`, partition })) });
+    it('batches ready together go out as one request per broker, one batch per partition', async () => {
+      const p = await producer({ lingerMs: 60_000 });
+      const sent = p.send({ topic: 'wide', messages: [0, 1, 2, 3].map((partition) => ({ value: `p${partition}`, partition })) });
+      await p.flush(); // every batch ready at the same drain
+      const md = await sent;
       expect(md.map((m) => [m.partition, m.offset])).to.deep.equal([
         [0, 0],
         [1, 0],
