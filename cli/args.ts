@@ -76,3 +76,12 @@ export function collectConfig(value: string, previous: Record<string, string> = 
   if (eq <= 0) throw new InvalidArgumentError(`"${value}" is not key=value`);
   return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
 }
+
+/** `--acks`: all (or -1), 1 or 0. */
+export function parseAcks(value: string): 'all' | 0 | 1 {
+  const v = value.trim();
+  if (v === 'all' || v === '-1') return 'all';
+  if (v === '1') return 1;
+  if (v === '0') return 0;
+  throw new InvalidArgumentError('expected all, 1 or 0');
+}

@@ -1,4 +1,4 @@
-import type { ClusterDescription, ClusterEvent, QuorumDescription, TopicDescription } from '../client';
+import type { ClusterDescription, ClusterEvent, PartitionDescription, QuorumDescription, TopicDescription } from '../client';
 
 // Human output of the CLI: aligned plain-text tables. --json bypasses all of this.
 
@@ -14,7 +14,12 @@ export function table(header: readonly string[], rows: readonly (readonly string
 
 const ids = (xs: readonly number[]): string => (xs.length > 0 ? xs.join(',') : '-');
 
-export function formatTopics(topics: readonly TopicDescription[]): string {
+/** A topic as `topics describe` shows it: the controller's view plus each leader's high watermark (null: unknown). */
+export interface TopicWithHighWatermarks extends Omit<TopicDescription, 'partitions'> {
+  readonly partitions: readonly (PartitionDescription & { readonly highWatermark?: number | null })[];
+}
+
+export function formatTopics(topics: readonly TopicWithHighWatermarks[]): string {
   if (topics.length === 0) return 'no topics';
   const out: string[] = [];
   for (const t of topics) {
@@ -24,12 +29,13 @@ export function formatTopics(topics: readonly TopicDescription[]): string {
     out.push(`Topic: ${t.name}  id: ${t.topicId}  partitions: ${t.partitions.length}${configs ? `  configs: ${configs}` : ''}`);
     out.push(
       table(
-        ['PARTITION', 'LEADER', 'REPLICAS', 'ISR', 'STATUS'],
+        ['PARTITION', 'LEADER', 'REPLICAS', 'ISR', 'HW', 'STATUS'],
         t.partitions.map((p) => [
           String(p.partition),
           p.leader >= 0 ? String(p.leader) : 'none',
           ids(p.replicas),
           ids(p.isr),
+          p.highWatermark === undefined || p.highWatermark === null ? '-' : String(p.highWatermark),
           p.why ? `${p.status} (${p.why})` : p.status,
         ]),
       ),

@@ -3,15 +3,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { Admin, Flotilla, FlotillaError, isFlotillaError } from '../client';
-import { BROKER_PORT_OFFSET, DEFAULT_BASE_PORT, DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_HELP, collectConfig, intIn, parseAddressList, parseHostPort, parseMember, parseVoters } from './args';
+import { BROKER_PORT_OFFSET, DEFAULT_BASE_PORT, DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_HELP, collectConfig, intIn, parseAcks, parseAddressList, parseHostPort, parseMember, parseVoters } from './args';
 import { clusterUp } from './cluster-up';
 import { formatCluster, formatEvent, formatQuorum, formatTopics } from './format';
+import { consume, produce } from './produce-consume';
 
 // The `flotilla` command. Exit codes: 0 success, 1 an operation failed (printed as
 // `error: NAME: message`), 2 a usage error (bad or missing arguments).
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
+/** `topics describe`: bound on asking leaders for high watermarks. */
+const HIGH_WATERMARK_TIMEOUT_MS = 3_000;
 /** `cluster up --brokers`: broker ports must stay clear of the controllers' (base-port + 0..8). */
 const BROKERS_MAX = 99;
 
@@ -47,6 +50,7 @@ function buildProgram(): Command {
   addClusterCommands(program);
   addQuorumCommands(program);
   addTopicCommands(program);
+  addProduceConsumeCommands(program);
   program
     .command('events')
     .description('print the cluster event log (offset, time, text)')
@@ -293,7 +297,17 @@ function addTopicCommands(program: Command): void {
     .action(async (names: string[], _opts: unknown, cmd: Command) =>
       withAdmin(cmd, async (admin, g) => {
         const ts = await admin.describeTopics(names);
-        return g.json ? printJson(ts) : print(formatTopics(ts));
+        // High watermarks come from each partition's leader (ListOffsets latest); null ('-'
+        // in the table) when it cannot be asked. Bounded so a down broker does not stall describe.
+        const hwTimeoutMs = Math.min(g.timeoutMs, HIGH_WATERMARK_TIMEOUT_MS);
+        const withHw = await Promise.all(
+          ts.map(async (t) => {
+            const offsets = await admin.fetchTopicOffsets(t.name, hwTimeoutMs).catch(() => []);
+            const hw = new Map(offsets.map((o) => [o.partition, o.high ?? null]));
+            return { ...t, partitions: t.partitions.map((p) => ({ ...p, highWatermark: hw.get(p.partition) ?? null })) };
+          }),
+        );
+        return g.json ? printJson(withHw) : print(formatTopics(withHw));
       }),
     );
   topics
@@ -306,6 +320,67 @@ function addTopicCommands(program: Command): void {
         return g.json ? printJson({ deleted: name }) : print(`deleted topic ${name}`);
       }),
     );
+}
+
+function addProduceConsumeCommands(program: Command): void {
+  program
+    .command('produce')
+    .description('send each line of stdin as a record (or --count generated ones); progress and throughput on stderr; exit 1 with the count when any record was not acknowledged')
+    .argument('<topic>', 'topic name')
+    .option('--key <key>', 'key for every record (same key, same partition)')
+    .option('--acks <all|1|0>', 'acknowledgement level: all in-sync replicas, the leader, or none', parseAcks, 'all' as const)
+    .option('--idempotent', 'idempotent producer: retries never duplicate (needs --acks all)', false)
+    .option('--count <n>', 'send n generated records instead of reading stdin', intIn(0))
+    .option('--size <bytes>', 'size of each generated record (with --count)', intIn(0, 15 * 1024 * 1024))
+    .option('--linger-ms <ms>', 'how long a batch waits for more records', intIn(0, 60_000), 5)
+    .action(async (topic: string, opts: { key?: string; acks: 'all' | 0 | 1; idempotent: boolean; count?: number; size?: number; lingerMs: number }, cmd: Command) => {
+      if (opts.idempotent && opts.acks !== 'all') throw new UsageError('--idempotent needs --acks all');
+      if (opts.size !== undefined && opts.count === undefined) throw new UsageError('--size needs --count');
+      const g = globals(cmd);
+      const s = await produce({
+        bootstrap: g.bootstrap,
+        topic,
+        acks: opts.acks,
+        idempotent: opts.idempotent,
+        sizeBytes: opts.size ?? 100,
+        lingerMs: opts.lingerMs,
+        timeoutMs: g.timeoutMs,
+        stdin: process.stdin,
+        stderr: process.stderr,
+        ...(opts.key !== undefined ? { key: opts.key } : {}),
+        ...(opts.count !== undefined ? { count: opts.count } : {}),
+      });
+      if (g.json) printJson({ records: s.records, acknowledged: s.acknowledged, failed: s.failed, ...(s.firstError ? { firstError: { name: s.firstError.name, message: s.firstError.message } } : {}) });
+      if (s.failed > 0) {
+        const first = s.firstError ? ` (first error: ${s.firstError.name}: ${s.firstError.message})` : '';
+        process.stderr.write(`error: ${s.failed} of ${s.records} records not acknowledged${first}\n`);
+        process.exitCode = EXIT_FAILED;
+      }
+    });
+  program
+    .command('consume')
+    .description('print one record value per line, from the end (default), the beginning or an offset; with the global --timeout-ms T, stop when nothing arrived for T ms')
+    .argument('<topic>', 'topic name')
+    .option('--from-beginning', 'start at the earliest offset of each partition', false)
+    .option('--offset <n>', 'start at this offset (every partition read)', intIn(0))
+    .option('--partition <p>', 'read only this partition (default: all)', intIn(0))
+    .option('--max <n>', 'stop after n records', intIn(0))
+    .action(async (topic: string, opts: { fromBeginning: boolean; offset?: number; partition?: number; max?: number }, cmd: Command) => {
+      if (opts.fromBeginning && opts.offset !== undefined) throw new UsageError('--from-beginning and --offset exclude each other');
+      const g = globals(cmd);
+      // --timeout-ms is the global option; for consume it is the idle timeout, and only when given.
+      const explicitTimeout = program.getOptionValueSource('timeoutMs') === 'cli' || program.getOptionValueSource('timeoutMs') === 'env';
+      await consume({
+        bootstrap: g.bootstrap,
+        topic,
+        from: opts.fromBeginning ? 'beginning' : (opts.offset ?? 'end'),
+        metadataWaitMs: Math.min(g.timeoutMs, 5_000),
+        stdout: process.stdout,
+        ...(opts.partition !== undefined ? { partition: opts.partition } : {}),
+        ...(opts.max !== undefined ? { max: opts.max } : {}),
+        ...(explicitTimeout ? { idleTimeoutMs: g.timeoutMs } : {}),
+      });
+    });
 }
 
 /** The version in the repository's package.json (found from dist/cli or cli/). */

@@ -1,8 +1,12 @@
 import type * as grpc from '@grpc/grpc-js';
 import { FlotillaError } from '../shared/errors/error-codes';
 import { fromGrpcError } from '../shared/rpc/grpc-errors';
+import { BrokerConnections } from './broker-connections';
+import { ClusterMetadata } from './cluster-metadata';
+import type { FlotillaConfig, ResolvedFlotillaConfig } from './config';
+import { listOffsets } from './list-offsets';
 import { ControllerConnections } from './controller-connections';
-import { RetryOptions, ResolvedRetryOptions, backoffMs, resolveRetryOptions } from './retry-policy';
+import { ResolvedRetryOptions, backoffMs, resolveRetryOptions } from './retry-policy';
 import type {
   BrokerDescription,
   ClusterDescription,
@@ -16,9 +20,10 @@ import type {
   TopicDescription,
 } from './types';
 
-// The admin client (KafkaJS shape: `new Flotilla({ bootstrap }).admin()`).
+// The admin client (KafkaJS shape: `new Flotilla({ brokers }).admin()`).
 //
-// Any controller can answer: a follower forwards to the leader. The client still follows a
+// Any controller can answer, and so can any broker (it forwards admin calls to the active
+// controller): a follower forwards to the leader. The client still follows a
 // NOT_CONTROLLER's leaderAddress (the follower could not forward), moves on through the
 // bootstrap list when an address is unreachable, and retries only errors the error table
 // marks retriable, with exponential backoff and jitter, within one total deadline. Anything
@@ -27,36 +32,18 @@ import type {
 // Note: a create or delete whose answer was lost (timeout) is retried like any other call,
 // so it can come back TOPIC_ALREADY_EXISTS / UNKNOWN_TOPIC although it was applied; Kafka's
 // admin client behaves the same.
+//
+// fetchTopicOffsets() is a data-plane call (ListOffsets to each partition's leader, found
+// through the brokers' Metadata), so it needs broker addresses among the bootstrap list.
 
-export interface FlotillaConfig extends RetryOptions {
-  /** host:port of one or more controllers; tried in turn. */
-  readonly bootstrap: readonly string[];
-  /** Where retries are reported (e.g. a pino logger); silent by default. */
-  readonly logger?: { debug(obj: object, msg: string): void };
-  /** Injected randomness for backoff jitter (tests); Math.random by default. */
-  readonly random?: () => number;
-}
-
-const ADDRESS = /^[^\s]+:\d{1,5}$/;
-
-export class Flotilla {
-  private readonly config: FlotillaConfig;
-
-  constructor(config: FlotillaConfig) {
-    if (!Array.isArray(config.bootstrap) || config.bootstrap.length === 0) {
-      throw new FlotillaError('INVALID_REQUEST', 'bootstrap needs at least one controller address (host:port)');
-    }
-    for (const a of config.bootstrap) {
-      if (!ADDRESS.test(a)) throw new FlotillaError('INVALID_REQUEST', `bootstrap address "${a}" is not host:port`);
-    }
-    resolveRetryOptions(config);
-    this.config = config;
-  }
-
-  /** A new admin client with its own connections; close() it when done. */
-  admin(): Admin {
-    return new Admin(this.config);
-  }
+export interface PartitionOffsets {
+  readonly partition: number;
+  /** The high watermark (ListOffsets latest); absent when the leader could not be asked. */
+  readonly high?: number;
+  /** The log start offset (ListOffsets earliest); absent when the leader could not be asked. */
+  readonly low?: number;
+  /** Why high/low are absent. */
+  readonly error?: FlotillaError;
 }
 
 export class Admin {
@@ -70,8 +57,10 @@ export class Admin {
   /** Next bootstrap address to try when the preferred one fails. */
   private cursor = 0;
 
-  constructor(config: FlotillaConfig) {
-    this.bootstrap = [...config.bootstrap];
+  private dataPlane: { connections: BrokerConnections; metadata: ClusterMetadata } | undefined;
+
+  constructor(config: ResolvedFlotillaConfig) {
+    this.bootstrap = [...config.addresses];
     this.retry = resolveRetryOptions(config);
     this.random = config.random ?? Math.random;
     this.logger = config.logger;
@@ -149,9 +138,58 @@ export class Admin {
     await this.call('TransferLeadership', { to });
   }
 
+  /**
+   * Per partition of `topic`: the high watermark and log start offset, from its leader
+   * (KafkaJS's fetchTopicOffsets). A partition whose leader is unknown or unreachable gets
+   * an `error` instead of offsets; the call itself fails only when no broker gives metadata
+   * or the topic is unknown. `timeoutMs` bounds it (default: requestTimeoutMs).
+   */
+  async fetchTopicOffsets(topic: string, timeoutMs = this.retry.requestTimeoutMs): Promise<PartitionOffsets[]> {
+    if (!this.dataPlane) {
+      const connections = new BrokerConnections();
+      this.dataPlane = { connections, metadata: new ClusterMetadata({ bootstrap: this.bootstrap, connections, requestTimeoutMs: timeoutMs, logger: this.logger }) };
+    }
+    const { connections, metadata } = this.dataPlane;
+    const t = await metadata.topic(topic, timeoutMs);
+    const byLeader = new Map<string, { partitions: number[]; epochs: number[] }>();
+    const out = new Map<number, PartitionOffsets>();
+    for (const p of t.partitions) {
+      const leader = metadata.leaderFor(topic, p.partition);
+      if (!leader) {
+        out.set(p.partition, { partition: p.partition, error: new FlotillaError('LEADER_NOT_AVAILABLE', `${topic}-${p.partition} has no leader`) });
+        continue;
+      }
+      let g = byLeader.get(leader.address);
+      if (!g) byLeader.set(leader.address, (g = { partitions: [], epochs: [] }));
+      g.partitions.push(p.partition);
+      g.epochs.push(leader.leaderEpoch);
+    }
+    await Promise.all(
+      [...byLeader].map(async ([address, g]) => {
+        const queries = g.partitions.flatMap((partition, i) => [
+          { topic, partition, timestampMs: -1, currentLeaderEpoch: g.epochs[i]! },
+          { topic, partition, timestampMs: -2, currentLeaderEpoch: g.epochs[i]! },
+        ]);
+        try {
+          const answers = await listOffsets(connections, address, queries, timeoutMs);
+          g.partitions.forEach((partition, i) => {
+            const high = answers[2 * i]!;
+            const low = answers[2 * i + 1]!;
+            const error = high.error ?? low.error;
+            out.set(partition, error ? { partition, error } : { partition, high: high.offset, low: low.offset });
+          });
+        } catch (e) {
+          for (const partition of g.partitions) out.set(partition, { partition, error: e as FlotillaError });
+        }
+      }),
+    );
+    return t.partitions.map((p) => out.get(p.partition)!);
+  }
+
   /** Closes every connection; pending calls fail. */
   async close(): Promise<void> {
     this.connections.close();
+    this.dataPlane?.connections.close();
   }
 
   /** KafkaJS spelling of close(). */

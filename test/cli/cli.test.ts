@@ -62,6 +62,8 @@ const COMMANDS = [
   ['topics', 'describe'],
   ['topics', 'delete'],
   ['events'],
+  ['produce'],
+  ['consume'],
 ];
 
 const USAGE_ERRORS: [string[], RegExp][] = [
@@ -76,6 +78,11 @@ const USAGE_ERRORS: [string[], RegExp][] = [
   [['controller', '--node-id', '1', '--listen', '127.0.0.1:1', '--voters', '1@a:1,1@b:2', '--data-dir', '/tmp/x'], /appears twice/],
   [['quorum', 'add-controller', '5'], /ID@HOST:PORT/],
   [['cluster', 'up', '--brokers', '100', '--data-dir', '/tmp/flotilla-never-used'], /--brokers/],
+  [['produce', 't', '--idempotent', '--acks', '1'], /--idempotent needs --acks all/],
+  [['produce', 't', '--acks', '2'], /--acks/],
+  [['produce', 't', '--size', '10'], /--size needs --count/],
+  [['consume', 't', '--from-beginning', '--offset', '3'], /exclude each other/],
+  [['consume', 't', '--max', '-1'], /--max/],
 ];
 
 describe('cli: help and usage errors', function () {
@@ -152,13 +159,14 @@ describe('cli: against a controller', function () {
     }));
     const table = await run(['topics', 'describe', 'demo', '--bootstrap', fake.address]);
     expect(table.code, table.stderr).to.equal(0);
-    expect(table.stdout).to.match(/PARTITION\s+LEADER\s+REPLICAS\s+ISR\s+STATUS/);
-    expect(table.stdout).to.match(/0\s+1\s+1,2\s+1,2\s+online/);
-    expect(table.stdout).to.match(/1\s+none\s+2\s+2\s+offline \(broker 2 fenced\)/);
+    expect(table.stdout).to.match(/PARTITION\s+LEADER\s+REPLICAS\s+ISR\s+HW\s+STATUS/);
+    // A controller serves no Broker API: high watermarks are unknown ('-').
+    expect(table.stdout).to.match(/0\s+1\s+1,2\s+1,2\s+-\s+online/);
+    expect(table.stdout).to.match(/1\s+none\s+2\s+2\s+-\s+offline \(broker 2 fenced\)/);
     const json = await run(['topics', 'describe', '--json', '--bootstrap', fake.address]);
     const topics = JSON.parse(json.stdout);
     expect(topics).to.be.an('array').with.length(1);
-    expect(topics[0].partitions[1]).to.include({ partition: 1, leader: -1, status: 'offline', why: 'broker 2 fenced' });
+    expect(topics[0].partitions[1]).to.include({ partition: 1, leader: -1, status: 'offline', why: 'broker 2 fenced', highWatermark: null });
     expect(topics[0].partitions[0]).to.deep.include({ replicas: [1, 2], isr: [1, 2] });
   });
 
