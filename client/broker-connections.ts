@@ -81,6 +81,18 @@ export class BrokerConnections {
     return s && !s.broken ? s.pendingCount : 0;
   }
 
+  /**
+   * Half-closes every produce stream and waits (up to `timeoutMs`) for each broker to end it —
+   * a broker ends its side once it has handled every request it received — then closes.
+   * Without this, acks=0 requests handed to the socket just before could be cut off by the
+   * stream's cancellation and never appended.
+   */
+  async closeGracefully(timeoutMs: number): Promise<void> {
+    if (this.closed) return;
+    await Promise.all([...this.streams.values()].map((s) => s.finish(timeoutMs)));
+    this.close();
+  }
+
   close(): void {
     this.closed = true;
     for (const s of this.streams.values()) s.close(closedError());
@@ -167,6 +179,21 @@ export class ProduceStream {
       } catch (e) {
         this.close(new FlotillaError('LEADER_NOT_AVAILABLE', `write to ${this.address} failed: ${(e as Error).message}`, { address: this.address }));
       }
+    });
+  }
+
+  /** Half-closes the stream and resolves when the broker ended it, or after `timeoutMs`. */
+  finish(timeoutMs: number): Promise<void> {
+    if (this.broken) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.call.once('status', done);
+      this.call.once('error', done);
+      this.call.end();
     });
   }
 

@@ -83,6 +83,8 @@ export interface ProducerDeps {
 }
 
 /** How long send() re-asks for a topic the brokers do not know (a new topic reaches brokers a heartbeat later). */
+/** Bound on waiting for brokers to end the produce streams at disconnect. */
+const STREAM_FINISH_TIMEOUT_MS = 5_000;
 const UNKNOWN_TOPIC_WAIT_MS = 5_000;
 /** Errors after which the cached leader is suspect. */
 const REFRESH_ON = new Set<ErrorName>(['NOT_LEADER_FOR_PARTITION', 'UNKNOWN_LEADER_EPOCH', 'FENCED_LEADER_EPOCH', 'LEADER_NOT_AVAILABLE', 'REQUEST_TIMED_OUT', 'UNKNOWN_TOPIC', 'UNKNOWN_PARTITION']);
@@ -302,7 +304,8 @@ export class Producer {
         clearTimeout(w.timer);
         w.reject(new FlotillaError('INVALID_REQUEST', 'the producer was disconnected'));
       }
-      this.deps.connections.close();
+      // Let brokers take what was written (acks=0 requests have no answer to wait for).
+      await this.deps.connections.closeGracefully(STREAM_FINISH_TIMEOUT_MS);
     }
   }
 
