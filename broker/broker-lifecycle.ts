@@ -1,4 +1,6 @@
+import type * as grpc from '@grpc/grpc-js';
 import { isFlotillaError } from '../shared/errors/error-codes';
+import { fromGrpcError } from '../shared/rpc/grpc-errors';
 import type { Logger } from '../shared/log';
 import type { ControllerChannel } from './controller-channel';
 
@@ -15,6 +17,16 @@ import type { ControllerChannel } from './controller-channel';
 // the loop heartbeats at once when the metadata follower crosses that offset instead of
 // waiting out the interval. The controller fences a broker whose heartbeats stop for its
 // session timeout (9 s by default); the interval must stay well below it.
+//
+// Beside the heartbeats, a registered broker holds a BrokerSession stream open on the active
+// controller (proto/controller.proto). If this process dies, its kernel closes that socket and
+// the controller fences the broker about a second later instead of after the session timeout.
+// When the stream breaks while this process lives, the loop heartbeats at once (proving it is
+// alive within the controller's grace) and reopens it; it also moves with the active
+// controller.
+
+/** NOT_CONTROLLER hops a session open follows at once (more waits for the next heartbeat). */
+const SESSION_REDIRECTS_MAX = 2;
 
 export type BrokerState = 'starting' | 'recovery' | 'running' | 'pending-controlled-shutdown' | 'shut-down';
 
@@ -67,6 +79,10 @@ export class BrokerLifecycleManager {
   private readonly heartbeatTimeoutMs: number;
   private readonly registrationTimeoutMs: number;
   private readonly unfencedWaiters: (() => void)[] = [];
+  /** Where the session goes when a controller named the active one (NOT_CONTROLLER details). */
+  private sessionAddress: string | undefined;
+  /** The BrokerSession stream, when open: where, for which epoch, and whether it was accepted. */
+  private session: { readonly call: grpc.ClientReadableStream<unknown>; readonly address: string; readonly epoch: number; accepted: boolean } | undefined;
 
   constructor(private readonly o: BrokerLifecycleOptions) {
     this.heartbeatIntervalMs = o.heartbeatIntervalMs ?? 1_000;
@@ -134,6 +150,9 @@ export class BrokerLifecycleManager {
         this.o.logger.warn({ err: (err as Error).message }, 'controlled shutdown: no answer; the controller will fence this broker when its session expires');
       }
     }
+    // After the controlled shutdown (or its failure): closing the session lets the controller
+    // fence this broker within its grace rather than after the session timeout.
+    this.closeSession();
     this.state = 'shut-down';
     for (const w of this.unfencedWaiters.splice(0)) w();
   }
@@ -193,6 +212,7 @@ export class BrokerLifecycleManager {
       this.failuresInARow = 0;
       this.lastHeartbeatOffset = offset;
       this.setFenced(res.isFenced);
+      this.ensureSession();
     } catch (err) {
       if (this.stopped) return;
       if (isFlotillaError(err, 'STALE_BROKER_EPOCH') || isFlotillaError(err, 'UNKNOWN_BROKER')) {
@@ -207,6 +227,53 @@ export class BrokerLifecycleManager {
       this.failuresInARow++;
       this.logFailure('heartbeat failed', err);
     }
+  }
+
+  /** Opens the BrokerSession stream on the active controller, unless open there for this epoch. */
+  private ensureSession(redirects = 0): void {
+    // Heartbeats may be answered by a follower controller (it forwards them): the session
+    // follows NOT_CONTROLLER to the active one.
+    const address = this.sessionAddress ?? this.o.channel.activeController();
+    if (address === undefined || this.stopped || this.brokerEpoch < 0) return;
+    const old = this.session;
+    if (old && old.address === address && old.epoch === this.brokerEpoch) return;
+    this.session = undefined;
+    old?.call.cancel();
+    let call: grpc.ClientReadableStream<unknown>;
+    try {
+      call = this.o.channel.openStream(address, 'BrokerSession', { brokerId: this.o.brokerId, brokerEpoch: this.brokerEpoch });
+    } catch {
+      return; // shutting down
+    }
+    const session = { call, address, epoch: this.brokerEpoch, accepted: false };
+    this.session = session;
+    call.on('data', () => {
+      session.accepted = true;
+    });
+    const ended = (err?: Error): void => {
+      if (this.session !== session) return;
+      this.session = undefined;
+      if (this.stopped) return;
+      const fe = err && (err as grpc.ServiceError).metadata ? fromGrpcError(err as grpc.ServiceError) : undefined;
+      if (fe?.name === 'NOT_CONTROLLER' && typeof fe.details.leaderAddress === 'string' && fe.details.leaderAddress !== '') {
+        this.sessionAddress = fe.details.leaderAddress;
+        if (redirects < SESSION_REDIRECTS_MAX) this.ensureSession(redirects + 1);
+        return;
+      }
+      this.sessionAddress = undefined; // ask the channel again next time
+      this.o.logger.debug({ address, accepted: session.accepted, err: err?.message }, 'broker session stream ended');
+      // A session that had been accepted broke: heartbeat now, inside the controller's grace.
+      // One refused at once (NOT_CONTROLLER during an election) waits for the next heartbeat.
+      if (session.accepted) this.wakeUp();
+    };
+    call.on('error', ended);
+    call.on('end', () => ended());
+  }
+
+  private closeSession(): void {
+    const s = this.session;
+    this.session = undefined;
+    s?.call.cancel();
   }
 
   private setFenced(isFenced: boolean): void {

@@ -155,6 +155,11 @@ export class ControllerChannel {
     }
   }
 
+  /** The controller that last answered as the active one (undefined until one has). */
+  activeController(): string | undefined {
+    return this.preferred;
+  }
+
   /**
    * Opens a server stream (FetchMetadata) on the controller at `address`. The caller owns the
    * stream: it reads, and cancels it when done.

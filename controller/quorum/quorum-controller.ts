@@ -57,10 +57,16 @@ import type {
 // to `pending`), so JavaScript's single thread plays the part of KRaft's event queue.
 //
 // Soft state not in the log: broker sessions (time of the last heartbeat), as in KRaft's
-// BrokerHeartbeatManager. A new leader gives every broker a fresh session.
+// BrokerHeartbeatManager. A new leader gives every broker a fresh session. Also Flotilla's
+// own fast path: when a broker's BrokerSession stream to this controller closes (its process
+// died and its kernel closed the socket) and no heartbeat follows within
+// brokerConnectionGraceMs, the broker is fenced then, not after the whole session timeout.
+// A live broker whose stream merely broke heartbeats at once, well inside the grace; a broker
+// that is paused or cut off keeps its socket open (or silent) and is fenced by the timeout.
 
 const DEFAULTS = {
   brokerSessionTimeoutMs: 9000,
+  brokerConnectionGraceMs: 1000,
   producerIdBlockSize: 1000,
   maxPendingProposals: 1000,
   maxReadWaiters: 10_000,
@@ -106,6 +112,7 @@ export class QuorumController implements StateMachine {
   private readonly nowMs: () => number;
   private readonly logger: ControllerLogger;
   private readonly brokerSessionTimeoutMs: number;
+  private readonly brokerConnectionGraceMs: number;
   private readonly producerIdBlockSize: number;
   private readonly random: (() => number) | undefined;
   private readonly maxPendingProposals: number;
@@ -131,6 +138,8 @@ export class QuorumController implements StateMachine {
   private speculative: MetadataImage | null = null;
   /** brokerId -> controller clock at its last heartbeat (leader only). */
   private readonly sessions = new Map<number, number>();
+  /** brokerId -> when its BrokerSession stream closed, for the epoch it was opened with (leader only). */
+  private readonly connectionsLost = new Map<number, { readonly epoch: number; readonly atMs: number }>();
   private readWaiters: ReadWaiter[] = [];
   /** What the last preferred-leader check saw (leader only); null = check at the next tick. */
   private lastBalanceCheck: BalanceCheck | null = null;
@@ -141,6 +150,7 @@ export class QuorumController implements StateMachine {
     this.nowMs = opts.nowMs;
     this.logger = opts.logger;
     this.brokerSessionTimeoutMs = opts.brokerSessionTimeoutMs ?? DEFAULTS.brokerSessionTimeoutMs;
+    this.brokerConnectionGraceMs = opts.brokerConnectionGraceMs ?? DEFAULTS.brokerConnectionGraceMs;
     this.producerIdBlockSize = opts.producerIdBlockSize ?? DEFAULTS.producerIdBlockSize;
     this.random = opts.random;
     this.maxPendingProposals = opts.maxPendingProposals ?? DEFAULTS.maxPendingProposals;
@@ -216,6 +226,7 @@ export class QuorumController implements StateMachine {
     this.catchingUp = null;
     this.lastBalanceCheck = null;
     this.sessions.clear();
+    this.connectionsLost.clear();
     if (isLeader) {
       // A new leader has not seen anyone's heartbeats: everyone gets a full session before
       // being fenced, rather than being fenced for the old leader's silence.
@@ -250,14 +261,19 @@ export class QuorumController implements StateMachine {
         continue;
       }
       const silentMs = nowMs - last;
-      if (b.fenced || silentMs <= this.brokerSessionTimeoutMs) continue;
-      const reason = `broker ${b.id} fenced: no heartbeat for ${silentMs} ms`;
+      if (b.fenced) continue;
+      const lost = this.connectionsLost.get(b.id);
+      const lostMs = lost !== undefined && lost.epoch === b.epoch && last <= lost.atMs ? nowMs - lost.atMs : -1;
+      let reason: string;
+      if (silentMs > this.brokerSessionTimeoutMs) reason = `broker ${b.id} fenced: no heartbeat for ${silentMs} ms`;
+      else if (lostMs >= this.brokerConnectionGraceMs) reason = `broker ${b.id} fenced: its connection closed ${lostMs} ms ago and no heartbeat followed`;
+      else continue;
       causes.set(b.id, reason);
       records.push({ type: 'BrokerFenced', brokerId: b.id, brokerEpoch: b.epoch, reason, timestampMs: nowMs });
     }
     if (causes.size > 0) {
       records.push(...changesForDepartingBrokers(image, causes, nowMs));
-      this.logger.warn({ brokers: [...causes.keys()], partitionChanges: records.length - causes.size }, 'fencing brokers with expired sessions');
+      this.logger.warn({ brokers: [...causes.keys()], partitionChanges: records.length - causes.size }, 'fencing brokers (session expired or connection closed)');
     } else if (this.leaderBalanceDue(image, nowMs)) {
       this.counters.leaderBalanceChecks++;
       this.lastBalanceCheck = { brokers: image.brokers, offPreferred: image.partitionsOffPreferredLeader, atMs: nowMs };
@@ -515,6 +531,25 @@ export class QuorumController implements StateMachine {
   }
 
   /**
+   * A broker opened its BrokerSession stream (leader only): checks the epoch (UNKNOWN_BROKER /
+   * STALE_BROKER_EPOCH / NOT_CONTROLLER) and forgets an earlier closed connection.
+   */
+  brokerSessionOpened(brokerId: number, brokerEpoch: number): { leaderEpoch: number } {
+    if (!this.active) throw new FlotillaError('NOT_CONTROLLER', 'this controller is not the active controller');
+    this.brokerAtEpoch(this.spec(), brokerId, brokerEpoch);
+    this.connectionsLost.delete(brokerId);
+    return { leaderEpoch: this.lastAppliedTerm };
+  }
+
+  /** Its BrokerSession stream closed (see the header): fenced at the next tick after the grace unless it heartbeats. */
+  brokerSessionClosed(brokerId: number, brokerEpoch: number, nowMs: number): void {
+    if (!this.active) return;
+    const b = this.spec().brokers.get(brokerId);
+    if (b === undefined || b.epoch !== brokerEpoch || b.fenced) return;
+    this.connectionsLost.set(brokerId, { epoch: brokerEpoch, atMs: nowMs });
+  }
+
+  /**
    * Keeps a broker's session alive. A fenced broker that has replayed the log up to its own
    * registration is unfenced, and partitions without a leader that it can lead get one, in
    * the same batch. wantShutdown fences it (controlled shutdown: leaderships move away first).
@@ -523,6 +558,7 @@ export class QuorumController implements StateMachine {
     return this.write((image, nowMs) => {
       const broker = this.brokerAtEpoch(image, req.brokerId, req.brokerEpoch);
       this.sessions.set(broker.id, nowMs);
+      this.connectionsLost.delete(broker.id);
       const answer = (isFenced: boolean): BrokerHeartbeatResponse => ({ isFenced, leaderEpoch: this.lastAppliedTerm });
       const afterCommit = (): BrokerHeartbeatResponse => {
         const now = this.committed.brokers.get(broker.id);

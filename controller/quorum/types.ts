@@ -54,6 +54,8 @@ export interface QuorumControllerOptions {
   readonly logger: ControllerLogger;
   /** A broker without a heartbeat for longer than this is fenced. Default 9000 (KRaft's broker.session.timeout.ms). */
   readonly brokerSessionTimeoutMs?: number;
+  /** After a broker's BrokerSession stream closes, fence it if no heartbeat came within this. Default 1000. */
+  readonly brokerConnectionGraceMs?: number;
   /** Producer ids per AllocateProducerIds block. Default 1000 (KRaft's block size). */
   readonly producerIdBlockSize?: number;
   /** Uniform in [0, 1): replica placement start and topic ids. Default Math.random / crypto UUIDs. */

@@ -73,10 +73,16 @@ const STATUS_WIRE: Record<PartitionStatusView, string> = {
   'under-replicated': 'PARTITION_STATUS_UNDER_REPLICATED',
 };
 
+/** How often a controller holding broker sessions checks it is still the active one. */
+const SESSION_LEADERSHIP_CHECK_MS = 500;
+
 export class ControllerService {
   private readonly nodeId: number;
   private readonly driver: DriverPort;
   private readonly qc: QuorumControllerPort;
+  private sessionWatch: NodeJS.Timeout | undefined;
+  /** Open BrokerSession calls (bounded by LIMITS.brokerSessionsMax). */
+  private readonly sessionCalls = new Set<grpc.ServerWritableStream<{ brokerId: number; brokerEpoch: number }, unknown>>();
   private readonly logger: Logger;
   private readonly forwarder: LeaderForwarder;
   private readonly serviceClient: grpc.ServiceClientConstructor;
@@ -105,6 +111,9 @@ export class ControllerService {
     this.closed = true;
     for (const s of this.streams) s.stop();
     this.streams.clear();
+    for (const c of this.sessionCalls) if (!c.cancelled) c.end();
+    this.sessionCalls.clear();
+    if (this.sessionWatch) clearInterval(this.sessionWatch);
     this.forwarder.close();
   }
 
@@ -248,6 +257,7 @@ export class ControllerService {
         },
       }),
       FetchMetadata: (call: grpc.ServerWritableStream<FetchMetadataRequestWire, unknown>) => this.onFetchMetadata(call),
+      BrokerSession: (call: grpc.ServerWritableStream<{ brokerId: number; brokerEpoch: number }, unknown>) => this.onBrokerSession(call),
     };
   }
 
@@ -307,6 +317,45 @@ export class ControllerService {
       this.logger.warn({ method, leaderId, leaderAddress, code: err.code, details: err.details }, 'forwarding to the active controller failed');
       throw this.notController(leaderId, `forwarding to it failed: ${err.details || grpc.status[err.code]}`, err);
     }
+  }
+
+  /**
+   * BrokerSession (proto/controller.proto): held only by the active controller, never
+   * forwarded — its point is this controller seeing the broker's own connection close.
+   */
+  private onBrokerSession(call: grpc.ServerWritableStream<{ brokerId: number; brokerEpoch: number }, unknown>): void {
+    const { brokerId, brokerEpoch } = call.request;
+    try {
+      if (this.closed) throw new FlotillaError('CONTROLLER_UNAVAILABLE', `controller ${this.nodeId} is shutting down`);
+      if (this.sessionCalls.size >= LIMITS.brokerSessionsMax) throw new FlotillaError('LIMIT_EXCEEDED', `controller ${this.nodeId} holds ${this.sessionCalls.size} broker sessions`);
+      if (!this.driver.isLeader()) {
+        const leaderId = knownLeader(this.driver.leaderId());
+        if (leaderId === undefined || leaderId === this.nodeId) throw new FlotillaError('CONTROLLER_UNAVAILABLE', `no active controller is known to controller ${this.nodeId}`);
+        throw this.notController(leaderId, 'broker sessions are held by the active controller');
+      }
+      const res = this.qc.brokerSessionOpened(brokerId, brokerEpoch);
+      call.write({ controllerEpoch: res.leaderEpoch });
+    } catch (e) {
+      call.emit('error', this.toStatus('BrokerSession', e));
+      return;
+    }
+    this.sessionCalls.add(call);
+    this.sessionWatch ??= setInterval(() => this.endSessionsIfFollower(), SESSION_LEADERSHIP_CHECK_MS).unref();
+    call.on('cancelled', () => {
+      // The broker's connection is gone (or it closed the call): the quorum controller fences
+      // it after a grace unless a heartbeat proves it alive.
+      if (!this.sessionCalls.delete(call)) return;
+      this.logger.info({ brokerId, brokerEpoch }, 'broker session connection closed');
+      this.qc.brokerSessionClosed(brokerId, brokerEpoch, Date.now());
+    });
+  }
+
+  /** A controller that is no longer active ends its sessions: brokers reopen them on the new one. */
+  private endSessionsIfFollower(): void {
+    if (this.sessionCalls.size === 0 || this.driver.isLeader()) return;
+    const calls = [...this.sessionCalls];
+    this.sessionCalls.clear(); // ended by us: not a lost connection
+    for (const c of calls) if (!c.cancelled) c.end();
   }
 
   private notController(leaderId: number, why: string, cause?: unknown): FlotillaError {

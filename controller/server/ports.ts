@@ -103,6 +103,10 @@ export interface QuorumControllerPort {
   listEvents(opts: { fromOffset?: number; max?: number }): MaybePromise<readonly EventView[]>;
   registerBroker(req: { brokerId: number; incarnationId: string; host: string; port: number; rack?: string }): MaybePromise<{ brokerEpoch: number }>;
   brokerHeartbeat(req: { brokerId: number; brokerEpoch: number; currentMetadataOffset: number; wantShutdown?: boolean }): MaybePromise<{ isFenced: boolean; leaderEpoch?: number }>;
+  /** A broker's BrokerSession stream opened here (throws STALE_BROKER_EPOCH, NOT_CONTROLLER...). */
+  brokerSessionOpened(brokerId: number, brokerEpoch: number): { leaderEpoch: number };
+  /** That stream's connection closed. */
+  brokerSessionClosed(brokerId: number, brokerEpoch: number, nowMs: number): void;
   alterPartition(req: {
     brokerId: number;
     brokerEpoch: number;

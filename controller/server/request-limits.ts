@@ -29,6 +29,8 @@ export const LIMITS = {
   metadataStreamsMax: 1_024,
   /** Unary requests being served or forwarded at once on one controller. */
   inflightRequestsMax: 1_024,
+  /** Open BrokerSession streams (one per live broker; the image caps brokers lower). */
+  brokerSessionsMax: 4_096,
 } as const;
 
 function invalid(message: string): FlotillaError {

@@ -92,6 +92,10 @@ class FakeQuorumController implements QuorumControllerPort {
   async brokerHeartbeat() {
     return { isFenced: false };
   }
+  brokerSessionOpened() {
+    return { leaderEpoch: 1 };
+  }
+  brokerSessionClosed() {}
   async alterPartition(req: { newIsr: number[] }) {
     return { leader: 1, leaderEpoch: 0, partitionEpoch: 1, replicas: [1, 2], isr: req.newIsr };
   }

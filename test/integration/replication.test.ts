@@ -215,7 +215,9 @@ describe('replication with real broker processes (issue 3 §7)', function () {
     expect(brokers.logLines(l.id).some((x) => /^recovery cut \d+ bytes from segment/.test(String(x.msg)))).to.equal(true);
     expect((await wc.readAll('torn', 0)).map((r) => r.value)).to.deep.equal(values);
     // And it goes on from there.
-    const after = await wc.wire(l.address).produce({ acks: -1, partitions: [{ topic: 'torn', partition: 0, records: batchOf(['after']) }] });
+    // Its new incarnation may still be fenced (unfenced once its metadata catches up): retry
+    // that refusal, which appends nothing.
+    const after = await eventually('a write accepted', () => wc.wire(l.address).produce({ acks: -1, partitions: [{ topic: 'torn', partition: 0, records: batchOf(['after']) }] }), { timeoutMs: 30_000 });
     expect(after.results[0]!.baseOffset).to.equal(20);
   });
 });

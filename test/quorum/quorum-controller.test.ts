@@ -266,6 +266,39 @@ describe('controller/quorum QuorumController', () => {
       return h;
     }
 
+    it('fences a broker whose session connection closed once the grace passes with no heartbeat, and says so', async () => {
+      const h = await threeBrokersOneTopic();
+      const epoch2 = h.c.image().brokers.get(2)!.epoch;
+      h.c.brokerSessionOpened(2, epoch2);
+      h.c.brokerSessionClosed(2, epoch2, h.clock.now);
+      h.clock.now += 999;
+      await h.c.tick(h.clock.now);
+      expect(h.c.image().brokers.get(2)?.fenced, 'within the grace').to.equal(false);
+      h.clock.now += 1;
+      await h.c.tick(h.clock.now);
+      expect(h.c.image().brokers.get(2)?.fenced, 'after the grace').to.equal(true);
+      const fenced = (await h.c.listEvents()).find((e) => e.kind === 'broker-fenced');
+      expect(fenced?.text).to.equal('broker 2 fenced: its connection closed 1000 ms ago and no heartbeat followed');
+      expect(h.c.image().unfencedBrokerIds()).to.deep.equal([1, 3]);
+    });
+
+    it('does not fence a broker whose session connection closed but which heartbeat afterwards (alive: the stream merely broke)', async () => {
+      const h = await threeBrokersOneTopic();
+      const epoch2 = h.c.image().brokers.get(2)!.epoch;
+      h.c.brokerSessionOpened(2, epoch2);
+      h.c.brokerSessionClosed(2, epoch2, h.clock.now);
+      h.clock.now += 10;
+      await heartbeat(h, 2);
+      h.clock.now += 5000;
+      await h.c.tick(h.clock.now);
+      expect(h.c.image().unfencedBrokerIds()).to.deep.equal([1, 2, 3]);
+      // A session of a superseded epoch closing means nothing.
+      h.c.brokerSessionClosed(2, epoch2 - 1, h.clock.now);
+      h.clock.now += 2000;
+      await h.c.tick(h.clock.now);
+      expect(h.c.image().unfencedBrokerIds()).to.deep.equal([1, 2, 3]);
+    });
+
     it('does not fence a broker at exactly the session timeout, only after it', async () => {
       const h = await threeBrokersOneTopic();
       const before = h.log.entries.length;
