@@ -239,13 +239,18 @@ export class ChaosCluster {
     return '';
   }
 
-  /** Waits (bounded) until whole; resolves with ms waited, or rejects with what was missing. */
-  async waitWhole(timeoutMs: number): Promise<number> {
+  /**
+   * Waits (bounded) until whole; resolves with ms waited, or rejects with what was missing.
+   * `waitedFor` collects the reasons it was not whole along the way.
+   */
+  async waitWhole(timeoutMs: number, waitedFor?: Set<string>): Promise<number> {
     const start = Date.now();
     let why = '';
     for (let i = 0; Date.now() - start < timeoutMs && i < 10_000; i++) {
       why = await this.missing();
       if (why === '') return Date.now() - start;
+      // What kept the cluster from being whole, for the report (bounded: a few distinct reasons).
+      if (waitedFor && waitedFor.size < 10) waitedFor.add(why.replace(/\d+ ms/g, 'N ms'));
       await sleep(250);
     }
     throw new Error(`cluster not whole after ${timeoutMs} ms: ${why}`);

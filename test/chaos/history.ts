@@ -69,6 +69,8 @@ export interface FaultRecord {
   /** When the cluster was whole again (leader, every broker unfenced); absent if never. */
   readonly recoveredMs?: number;
   readonly detail?: string;
+  /** Why the cluster was not whole yet after the heal (e.g. "broker-2 is fenced"). */
+  readonly waitedFor?: readonly string[];
 }
 
 /** Who some controller said led a term (a log line or a `quorum status` sample). */

@@ -173,8 +173,9 @@ async function main(): Promise<number> {
       await heal();
       const healMs = history.now();
       let recoveredMs: number | undefined;
+      const waitedFor = new Set<string>();
       try {
-        await cluster.waitWhole(WHOLE_TIMEOUT_MS);
+        await cluster.waitWhole(WHOLE_TIMEOUT_MS, waitedFor);
         recoveredMs = history.now();
       } catch (e) {
         log(`  NOT RECOVERED: ${(e as Error).message}`);
@@ -188,9 +189,13 @@ async function main(): Promise<number> {
         healMs,
         ...(recoveredMs !== undefined ? { recoveredMs } : {}),
         ...(detail ? { detail } : {}),
+        ...(waitedFor.size > 0 ? { waitedFor: [...waitedFor] } : {}),
       };
       history.recordFault(record);
-      log(`  healed at +${healMs - startMs} ms, whole again ${recoveredMs !== undefined ? `${recoveredMs - healMs} ms after the heal` : 'NEVER'}`);
+      log(
+        `  healed at +${healMs - startMs} ms, whole again ${recoveredMs !== undefined ? `${recoveredMs - healMs} ms after the heal` : 'NEVER'}` +
+          (waitedFor.size > 0 ? ` (waited for: ${[...waitedFor].join('; ')})` : ''),
+      );
       await sleep(QUIET_BETWEEN_FAULTS_MS);
     }
 
