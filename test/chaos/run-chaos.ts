@@ -245,7 +245,7 @@ async function main(): Promise<number> {
       `(${new Set(history.faultRecords().map((f) => f.type)).size} types) ops=${history.operations().length} ` +
       `${result.name}[${result.summary}] leaders[${leaders.valid ? 'one per term' : `VIOLATED in ${leaders.violations.length} terms`}, ${leaders.terms} terms] ` +
       `controllers[${identical.valid ? 'identical' : 'DIFFER'} at offset ${controllerLogs[0]?.imageOffset}] ` +
-      `recovered=${recovered ? 'all' : 'NOT ALL'} wall=${Math.round((Date.now() - runStart) / 1000)}s report=${path.join(reportDir, 'report.json')}`;
+      `recovered=${recovered ? 'all' : 'NOT ALL'} read-back=${(readBackMs / 1000).toFixed(1)}s-after-last-heal${readBackOk ? '' : '(TOO SLOW)'} wall=${Math.round((Date.now() - runStart) / 1000)}s report=${path.join(reportDir, 'report.json')}`;
     log(summary);
     if (!result.valid) log(`workload anomalies: ${JSON.stringify(result.details)}`);
     if (!leaders.valid) log(`leader violations: ${JSON.stringify(leaders.violations)}`);
