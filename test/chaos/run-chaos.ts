@@ -37,6 +37,7 @@ const WHOLE_TIMEOUT_MS = 90_000;
 /** Issue 4: every acknowledged write readable within 30 s after the last fault heals. */
 const READ_BACK_DEADLINE_MS = 30_000;
 const QUIET_BETWEEN_FAULTS_MS = 2_000;
+const REPORTS_KEPT = 20;
 
 function parseArgs(argv: readonly string[]): Args {
   const a: Args = { seed: freshSeed(), brokers: 3, image: process.env.FLOTILLA_IMAGE ?? 'flotilla:latest', reportDir: 'data/chaos', keep: false };
@@ -131,11 +132,22 @@ async function applyFault(c: ChaosCluster, spec: FaultSpec, nodes: ChaosNode[]):
   };
 }
 
+/** Reports of earlier runs beyond the newest REPORTS_KEPT are deleted (each holds logs and a history). */
+function pruneOldReports(dir: string): void {
+  const runs = fs
+    .readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => ({ p: path.join(dir, d.name), mtimeMs: fs.statSync(path.join(dir, d.name)).mtimeMs }))
+    .sort((a, b) => b.mtimeMs - a.mtimeMs);
+  for (const r of runs.slice(REPORTS_KEPT)) fs.rmSync(r.p, { recursive: true, force: true });
+}
+
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   const runId = `${args.seed}-${Date.now().toString(36)}`;
   const reportDir = path.resolve(args.reportDir, runId);
   fs.mkdirSync(reportDir, { recursive: true });
+  pruneOldReports(path.dirname(reportDir));
   log(`chaos: seed ${args.seed} (replay: make chaos SEED=${args.seed}${args.durationS ? ` DURATION=${args.durationS}` : ''}), report in ${reportDir}`);
   try {
     await docker(['image', 'inspect', args.image]);
