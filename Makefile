@@ -3,6 +3,9 @@
 #   make test MOCHA_ARGS="--grep raft"  a subset of the tests
 #   make sim SEEDS=50                   the seeded cluster simulator
 #   make up                             a local 3-controller quorum in ./data (pretty logs on a terminal)
+#   make image                          the container image (Docker installed and started if absent)
+#   make compose-up / compose-down      3 controllers + 3 brokers in docker-compose (deploy/compose)
+#   make chaos [SEED=n] [DURATION=s]    the compose check and the seeded fault-injection suite
 
 SEEDS ?= 1000
 MOCHA_ARGS ?=
@@ -11,7 +14,7 @@ BIN := node_modules/.bin
 SRC_DIRS := $(wildcard controller broker shared client cli test bench)
 STAMP := node_modules/.install-stamp
 
-.PHONY: install build test sim lint up bench clean
+.PHONY: install build test sim lint up bench clean image compose-up compose-down chaos
 
 install: $(STAMP)
 
@@ -43,3 +46,29 @@ bench: build
 
 clean:
 	rm -rf dist
+
+# --- containers and chaos (deploy/, test/chaos/) -------------------------------------------
+# Chaos run: SEED replays a fault schedule (empty = a fresh random seed, printed);
+# DURATION is the fault phase in seconds (empty = the CI-sized schedule, every fault once).
+SEED ?=
+DURATION ?=
+COMPOSE_FILE := deploy/compose/docker-compose.yml
+COMPOSE_PROJECT ?= flotilla
+COMPOSE := deploy/scripts/compose.sh -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE)
+
+# Builds only what changed (the image tag is a hash of its content); prints the tag.
+image: build
+	deploy/scripts/build-image.sh
+
+compose-up: image
+	$(COMPOSE) up -d
+	deploy/scripts/compose-wait.sh
+
+compose-down:
+	$(COMPOSE) down -v --remove-orphans
+
+chaos: image
+	$(BIN)/mocha --no-config --exit --timeout 600000 --node-option enable-source-maps \
+		--reporter ./dist/test/support/summary-reporter.js dist/test/chaos/compose.chaos.js
+	node --enable-source-maps dist/test/chaos/run-chaos.js \
+		$(if $(SEED),--seed $(SEED)) $(if $(DURATION),--duration-s $(DURATION))
