@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { FlotillaError, isFlotillaError } from '../shared/errors/error-codes';
 import type { Logger } from '../shared/log';
 import { toGrpcError } from '../shared/rpc/grpc-errors';
+import { absoluteDeadlineOf, refuseIfExpired } from '../shared/rpc/deadline';
 import { ControllerChannel, controllerClientConstructor } from './controller-channel';
 
 // The admin API on a broker. Clients need only broker addresses, as with Kafka (KIP-590:
@@ -91,8 +92,15 @@ export class AdminProxy {
         callback(toGrpcError(new FlotillaError('PROPOSAL_DROPPED', `broker ${this.o.brokerId} has ${this.inflight} admin requests in flight; retry later`)));
         return;
       }
+      try {
+        // Held up on the way here (this broker was frozen or cut off): its client gave up.
+        refuseIfExpired(call.metadata, method);
+      } catch (err) {
+        callback(this.toStatus(method, err));
+        return;
+      }
       this.inflight++;
-      const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()) - DEADLINE_MARGIN_MS);
+      const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()) - DEADLINE_MARGIN_MS, absoluteDeadlineOf(call.metadata));
       this.o.logger.debug({ method }, 'forwarding an admin request to the active controller');
       this.o.channel
         .call<Wire>(method, call.request, { deadlineMs, idempotent })

@@ -3,6 +3,7 @@ import { FlotillaError } from '../shared/errors/error-codes';
 import type { Logger } from '../shared/log';
 import { fromGrpcError } from '../shared/rpc/grpc-errors';
 import { CHANNEL_OPTIONS, loadProto } from '../shared/rpc/proto';
+import { withAbsoluteDeadline } from '../shared/rpc/deadline';
 
 // The broker's one way to the controller quorum (Kafka's NodeToControllerChannelManager):
 // unary calls routed to the active controller, and FetchMetadata streams from any
@@ -197,7 +198,7 @@ export class ControllerChannel {
     const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
     if (typeof fn !== 'function') return Promise.reject(new Error(`no unary method ${method} on the Controller client`));
     return new Promise<Res>((resolve, reject) => {
-      fn.call(client, request, new grpc.Metadata(), { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res)));
+      fn.call(client, request, withAbsoluteDeadline(deadlineMs), { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res)));
     });
   }
 

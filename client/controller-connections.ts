@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, loadProto } from '../shared/rpc/proto';
+import { withAbsoluteDeadline } from '../shared/rpc/deadline';
 
 // One gRPC client per controller address, opened on first use and kept until close().
 // This is the only file of client/ that touches sockets.
@@ -26,7 +27,7 @@ export class ControllerConnections {
     const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
     if (typeof fn !== 'function') return Promise.reject(new Error(`no unary method ${method} in controller.proto`));
     return new Promise<Res>((resolve, reject) => {
-      fn.call(client, request, new grpc.Metadata(), { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res)));
+      fn.call(client, request, withAbsoluteDeadline(deadlineMs), { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res)));
     });
   }
 

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { FlotillaError, isFlotillaError } from '../../shared/errors/error-codes';
 import { fromGrpcError, toGrpcError } from '../../shared/rpc/grpc-errors';
 import { loadProto } from '../../shared/rpc/proto';
+import { absoluteDeadlineOf, refuseIfExpired } from '../../shared/rpc/deadline';
 import type { Logger } from '../../shared/log';
 import { FORWARD_HOPS_MAX, LeaderForwarder, forwardHopsOf } from './leader-forwarder';
 import { FetchMetadataRequestWire, MetadataStream } from './metadata-stream';
@@ -283,6 +284,10 @@ export class ControllerService {
   }
 
   private async route<Req>(method: string, route: UnaryRoute<Req>, call: grpc.ServerUnaryCall<Req, Wire>): Promise<Wire> {
+    // A request that arrives after its absolute deadline (held up in a frozen broker or a
+    // partitioned network) is refused before anything is proposed: its client has given up
+    // and may have retried elsewhere (shared/rpc/deadline.ts).
+    refuseIfExpired(call.metadata, method);
     route.check?.(call.request);
     if (!this.driver.isLeader()) return this.forward(method, call);
     return route.serve(call.request);
@@ -297,7 +302,7 @@ export class ControllerService {
     const hops = forwardHopsOf(call.metadata);
     if (hops >= FORWARD_HOPS_MAX) throw this.notController(leaderId, `the request was already forwarded ${hops} times`);
     if (!leaderAddress) throw this.notController(leaderId, 'its address is unknown here');
-    const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()));
+    const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()), absoluteDeadlineOf(call.metadata));
     this.logger.debug({ method, leaderId, leaderAddress, hops }, 'forwarding to the active controller');
     try {
       return (await this.forwarder.call(leaderAddress, method, call.request, hops + 1, deadlineMs)) as Wire;

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS } from '../../shared/rpc/proto';
+import { withAbsoluteDeadline } from '../../shared/rpc/deadline';
 
 // A follower that receives a request needing the active controller passes it on, unchanged,
 // to the leader (KIP-590 forwarding) instead of making every client find the leader itself.
@@ -31,7 +32,7 @@ export class LeaderForwarder {
   /** Calls `method` on the controller at `address`; rejects with the raw grpc.ServiceError. */
   call(address: string, method: string, request: unknown, hops: number, deadlineMs: number): Promise<unknown> {
     const client = this.clientFor(address);
-    const md = new grpc.Metadata();
+    const md = withAbsoluteDeadline(deadlineMs);
     md.set(FORWARD_HOPS_KEY, String(hops));
     const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
     if (typeof fn !== 'function') throw new Error(`no unary method ${method} on the Controller client`);

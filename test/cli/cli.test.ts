@@ -21,7 +21,7 @@ function run(args: readonly string[], env: Record<string, string> = {}): Promise
   return new Promise((resolve) => {
     const base = { ...process.env };
     delete base.FLOTILLA_BOOTSTRAP;
-    execFile(process.execPath, [CLI, ...args], { env: { ...base, ...env }, timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...base, ...env }, timeout: 45_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout, stderr });
     });

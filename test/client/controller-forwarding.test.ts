@@ -6,6 +6,7 @@ import type { CommittedRead, DriverPort, QuorumControllerPort, TopicView } from 
 import { silentLogger } from '../../shared/log';
 import { fromGrpcError } from '../../shared/rpc/grpc-errors';
 import { CHANNEL_OPTIONS, SERVER_OPTIONS } from '../../shared/rpc/proto';
+import { withAbsoluteDeadline } from '../../shared/rpc/deadline';
 import { deadAddress } from './fake-controller';
 
 // The client against the real Controller gRPC handlers (controller/server), with a fake
@@ -134,13 +135,14 @@ async function startNode(id: number, imageBatches: Uint8Array[] = []): Promise<N
 }
 
 /** One raw call, no client retries: what exactly does this node answer? */
-function rawCall(address: string, method: string, request: object): Promise<unknown> {
+function rawCall(address: string, method: string, request: object, md: grpc.Metadata = new grpc.Metadata()): Promise<unknown> {
   const Client = controllerServiceClient();
   const client = new Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
   return new Promise((resolve, reject) => {
-    (client as unknown as Record<string, (r: object, o: grpc.CallOptions, cb: grpc.requestCallback<unknown>) => void>)[method]!.call(
+    (client as unknown as Record<string, (r: object, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<unknown>) => void>)[method]!.call(
       client,
       request,
+      md,
       { deadline: Date.now() + 3_000 },
       (err, res) => {
         client.close();
@@ -151,9 +153,9 @@ function rawCall(address: string, method: string, request: object): Promise<unkn
   });
 }
 
-async function rawError(address: string, method: string, request: object): Promise<FlotillaError> {
+async function rawError(address: string, method: string, request: object, md?: grpc.Metadata): Promise<FlotillaError> {
   try {
-    await rawCall(address, method, request);
+    await rawCall(address, method, request, md);
   } catch (e) {
     return e as FlotillaError;
   }
@@ -198,6 +200,20 @@ describe('controller service: forwarding to the active controller', function () 
     } finally {
       await admin.close();
     }
+  });
+
+  it('refuses, without applying it, a write that arrives after its absolute deadline (held up on the way), on the leader and through a follower', async () => {
+    const [follower, leader] = await pair();
+    const late = () => withAbsoluteDeadline(Date.now() - 5_000);
+    for (const via of [leader, follower]) {
+      const err = await rawError(via.address, 'CreateTopic', { name: `late-${via.id}`, partitions: 1, replicationFactor: 1 }, late());
+      expect(err.name).to.equal('REQUEST_TIMED_OUT');
+      expect(err.message).to.match(/after its deadline .*not applied/);
+    }
+    expect([...leader.qc.topics.keys()], 'nothing created').to.deep.equal([]);
+    // In time, the same request is served.
+    await rawCall(follower.address, 'CreateTopic', { name: 'in-time', partitions: 1, replicationFactor: 1 }, withAbsoluteDeadline(Date.now() + 5_000));
+    expect(leader.qc.topics.has('in-time')).to.equal(true);
   });
 
   it("relays the leader's typed error unchanged", async () => {
