@@ -348,11 +348,13 @@ describe('delivery guarantees, real client against real brokers (issue 3 §5, §
     await cluster.createTopic(topic, 3);
     const producer = cluster.client().producer({ qos: 'atMostOnce', lingerMs: 2 });
     await producer.connect();
-    const values = Array.from({ length: 3_000 }, (_, i) => `amo-${i}`);
-    // Sends are not awaited: the last ones are still being written when disconnect() starts.
+    // Enough bytes (about 4 MB) that the last requests are still in the stream's buffers when
+    // disconnect() starts: sends are not awaited.
+    const pad = 'p'.repeat(180);
+    const values = Array.from({ length: 20_000 }, (_, i) => `amo-${i}-${pad}`);
     const sends: Promise<unknown>[] = [];
-    for (let i = 0; i < values.length; i += 50) {
-      sends.push(producer.send({ topic, messages: values.slice(i, i + 50).map((v) => ({ key: v, value: v })) }).catch((e: unknown) => e));
+    for (let i = 0; i < values.length; i += 100) {
+      sends.push(producer.send({ topic, messages: values.slice(i, i + 100).map((v) => ({ key: v.slice(0, 12), value: v })) }).catch((e: unknown) => e));
     }
     await producer.disconnect();
     const outcomes = await Promise.all(sends);
