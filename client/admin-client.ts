@@ -150,6 +150,11 @@ export class Admin {
       this.dataPlane = { connections, metadata: new ClusterMetadata({ bootstrap: this.bootstrap, connections, requestTimeoutMs: timeoutMs, logger: this.logger }) };
     }
     const { connections, metadata } = this.dataPlane;
+    // Leaders are looked up afresh on every call: a cache kept from an earlier call would
+    // send ListOffsets to a former leader with its old epoch after a leader change, and every
+    // later call would answer FENCED_LEADER_EPOCH / NOT_LEADER_FOR_PARTITION.
+    metadata.want(topic);
+    await metadata.refresh(true, Date.now() + timeoutMs);
     const t = await metadata.topic(topic, timeoutMs);
     const byLeader = new Map<string, { partitions: number[]; epochs: number[] }>();
     const out = new Map<number, PartitionOffsets>();

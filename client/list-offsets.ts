@@ -28,8 +28,12 @@ export async function listOffsets(connections: BrokerConnections, address: strin
     { isolationLevel: 'READ_UNCOMMITTED', partitions: queries.map((q) => ({ topic: q.topic, partition: q.partition, timestampMs: q.timestampMs, currentLeaderEpoch: q.currentLeaderEpoch ?? -1 })) },
     Date.now() + timeoutMs,
   );
-  return queries.map((q) => {
-    const r = (res.partitions ?? []).find((p) => p.topic === q.topic && p.partition === q.partition);
+  const answers = res.partitions ?? [];
+  return queries.map((q, i) => {
+    // One answer per query, in request order (proto/broker.proto): matched by position, since
+    // one partition may be asked twice (earliest and latest, as fetchTopicOffsets does).
+    const at = answers[i];
+    const r = at && at.topic === q.topic && at.partition === q.partition ? at : undefined;
     if (!r) return { offset: -1, error: new FlotillaError('UNKNOWN', `ListOffsets answer lacks ${q.topic}-${q.partition}`) };
     if (r.error && r.error.code !== 0) return { offset: -1, error: errorFromWire(r.error, { topic: q.topic, partition: q.partition }) };
     return { offset: r.offset };
