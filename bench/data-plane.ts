@@ -43,6 +43,7 @@ import {
 // Usage: node dist/bench/data-plane.js [--records 300000] [--in-flight 512] [--record-bytes 1024]
 //          [--linger-ms 5] [--batch-size-bytes 65536] [--phase-time-cap-s 20]
 //          [--consume-time-cap-s 30] [--failover-runs 10] [--failover-time-cap-s 240] [--keep-data]
+//          [--acks all,1,0]
 // Profile the brokers: FLOTILLA_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof"; the client:
 // node --cpu-prof dist/bench/data-plane.js.
 
@@ -59,6 +60,8 @@ export interface DataPlaneOptions {
   /** Bound on the whole failover phase; runs not started by then are skipped (and counted). */
   readonly failoverTimeCapMs?: number;
   readonly keepData?: boolean;
+  /** Which produce phases to run (default all three); for profiling one. Skipped ones are absent from the result. */
+  readonly acks?: readonly ('all' | 1 | 0)[];
 }
 
 export interface ProducePhase extends LoadStats {
@@ -66,8 +69,14 @@ export interface ProducePhase extends LoadStats {
   readonly mbPerSec: number;
   /** False for acks=0: send() resolves when the request is written, so its latency is not an ack's. */
   readonly latencyMeaningful: boolean;
-  /** Records the partitions' high watermarks grew by during the phase (replicated and committed). */
+  /** Records the partitions' high watermarks grew by during the phase (replicated and committed), after the producer's disconnect. */
   readonly recordsInLog: number;
+  /** The same, once the log stopped growing after the load, before disconnecting. */
+  readonly recordsInLogBeforeDisconnect: number;
+  /** Phase start → the log stopped growing (two equal high-watermark sums 200 ms apart). */
+  readonly untilLogSettledMs: number;
+  /** recordsInLogBeforeDisconnect per second of untilLogSettledMs: acks=0's throughput (its send() rate only says how fast the client handed requests to the socket). */
+  readonly logRecordsPerSec: number;
   /** CPU time each broker (by id) and this client process used during the phase. */
   readonly cpuMs: { readonly brokers: Record<number, number>; readonly client: number };
   /**
@@ -110,7 +119,7 @@ export interface DataPlaneResult {
     readonly brokerSessionTimeoutMs: number;
     readonly setupMs: number;
   };
-  readonly produce: { readonly all: ProducePhase; readonly one: ProducePhase; readonly zero: ProducePhase };
+  readonly produce: { readonly all?: ProducePhase; readonly one?: ProducePhase; readonly zero?: ProducePhase };
   readonly consume: {
     readonly records: number;
     readonly expected: number;
@@ -172,6 +181,7 @@ export async function benchDataPlane(o: DataPlaneOptions = {}): Promise<DataPlan
   let brokers: BrokerLauncher | undefined;
   const unhook = killOnExit(() => [...controllerPids(controllers), ...(brokers ? brokerPids(brokers) : [])]);
   const closers: (() => Promise<unknown>)[] = [];
+  let failed = false;
   try {
     brokers = await BrokerLauncher.start({ controllers: controllers.bootstrap(), ids: [1, 2, 3], rootDir: controllers.rootDir });
     const b = brokers;
@@ -202,11 +212,17 @@ export async function benchDataPlane(o: DataPlaneOptions = {}): Promise<DataPlan
       const highBefore = await settledHigh(admin, 5_000);
       const cpuBefore = brokerCpu(b);
       const clientBefore = process.cpuUsage();
+      const phaseStart = performance.now();
       const stats = await runLoad(send, { count: records, inFlight, timeCapMs: phaseTimeCapMs });
+      // acks=0 records may still be on their way into the log (queued in the client's and the
+      // broker's buffers: send() resolved when the request was handed to the socket), acks=1
+      // ones still replicating. Wait (bounded) until the high watermarks stop moving, with the
+      // producer still connected, and time that too: it is acks=0's real throughput.
+      const highDrained = await settledHigh(admin, 20_000);
+      const drainedMs = performance.now() - phaseStart;
       const clientCpu = process.cpuUsage(clientBefore);
       const cpuAfter = brokerCpu(b);
       await producer.disconnect();
-      // acks=0 records may still be on their way into the log (and acks=1 ones replicating).
       const highAfter = await settledHigh(admin, 5_000);
       const brokersCpuMs = [...b.nodes.keys()].map((id) => (cpuAfter[id] ?? 0) - (cpuBefore[id] ?? 0));
       const perRecordUs = (ms: number): number => (stats.ok ? round((ms * 1000) / stats.ok, 0) : NaN);
@@ -216,6 +232,9 @@ export async function benchDataPlane(o: DataPlaneOptions = {}): Promise<DataPlan
         mbPerSec: round((stats.opsPerSec * recordBytes) / 1e6, 1),
         latencyMeaningful: acks !== 0,
         recordsInLog: highAfter - highBefore,
+        recordsInLogBeforeDisconnect: highDrained - highBefore,
+        untilLogSettledMs: round(drainedMs, 0),
+        logRecordsPerSec: round((highDrained - highBefore) / (drainedMs / 1000), 0),
         cpuMs: {
           brokers: Object.fromEntries([...b.nodes.keys()].map((id) => [id, (cpuAfter[id] ?? 0) - (cpuBefore[id] ?? 0)])),
           client: round((clientCpu.user + clientCpu.system) / 1000, 0),
@@ -226,9 +245,10 @@ export async function benchDataPlane(o: DataPlaneOptions = {}): Promise<DataPlan
       console.log(formatProduce(phase));
       return phase;
     };
-    const all = await producePhase('all');
-    const one = await producePhase(1);
-    const zero = await producePhase(0);
+    const acksPhases = o.acks ?? ['all', 1, 0];
+    const all = acksPhases.includes('all') ? await producePhase('all') : undefined;
+    const one = acksPhases.includes(1) ? await producePhase(1) : undefined;
+    const zero = acksPhases.includes(0) ? await producePhase(0) : undefined;
 
     const brokerMemory = Object.fromEntries(
       [...b.nodes.values()].map((n) => [n.id, { rssBytes: rssBytes(n.proc?.pid), peakRssBytes: peakRssBytes(n.proc?.pid) }]),
@@ -268,18 +288,27 @@ export async function benchDataPlane(o: DataPlaneOptions = {}): Promise<DataPlan
         brokerSessionTimeoutMs: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
         setupMs,
       },
-      produce: { all, one, zero },
+      produce: { ...(all ? { all } : {}), ...(one ? { one } : {}), ...(zero ? { zero } : {}) },
       consume,
       brokerMemory,
       failover,
       controllerLeaderChanges,
       brokerWarnings: brokerWarningsSince(b, sinceMs),
     };
+  } catch (e) {
+    // Say which process went away and why, and keep the logs to look at.
+    failed = true;
+    for (const [id, n] of brokers?.nodes ?? []) {
+      if (brokers!.isRunning(id)) continue;
+      console.error(`broker ${id} is not running (exit code ${n.proc?.exitCode}, signal ${n.proc?.signalCode}); log tail:\n${brokers!.logOf(id).split('\n').slice(-15).join('\n')}`);
+    }
+    throw e;
   } finally {
     for (const close of closers.reverse()) await close().catch(() => undefined);
     await brokers?.shutdown();
-    await controllers.shutdown({ keepData: o.keepData ?? false });
-    if (o.keepData) console.log(`data kept in ${controllers.rootDir}`);
+    const keepData = (o.keepData ?? false) || failed;
+    await controllers.shutdown({ keepData });
+    if (keepData) console.log(`data and logs kept in ${controllers.rootDir}`);
     unhook();
   }
 }
@@ -520,7 +549,11 @@ export function formatProduce(p: ProducePhase): string {
   const cpu =
     `CPU s: brokers ${Object.values(p.cpuMs.brokers).map((x) => (x / 1000).toFixed(1)).join('/')}, client ${(p.cpuMs.client / 1000).toFixed(1)}` +
     ` (µs per record: brokers ${p.cpuUsPerRecord.brokers}, client ${p.cpuUsPerRecord.client})`;
-  return `${head}${lat}; in the log: ${p.recordsInLog}; ${cpu}; load ${p.loadAverage}${errs ? `; errors: ${errs}` : ''}`;
+  const log =
+    p.acks === 0
+      ? `; in the log ${p.recordsInLogBeforeDisconnect} after ${(p.untilLogSettledMs / 1000).toFixed(1)} s = ${p.logRecordsPerSec} records/s, ${p.recordsInLog} after disconnect`
+      : `; in the log: ${p.recordsInLog}`;
+  return `${head}${lat}${log}; ${cpu}; load ${p.loadAverage}${errs ? `; errors: ${errs}` : ''}`;
 }
 
 export function formatDataPlane(r: DataPlaneResult): string[] {
@@ -528,9 +561,7 @@ export function formatDataPlane(r: DataPlaneResult): string[] {
   const f = r.failover;
   return [
     `data plane: ${s.brokers} brokers, ${s.partitions} partitions, RF ${s.replicationFactor}, min.insync ${s.minInsyncReplicas}, ${s.recordBytes} B records, ${s.inFlight} in flight, lingerMs ${s.lingerMs}, batchSizeBytes ${s.batchSizeBytes}`,
-    `  ${formatProduce(r.produce.all)}`,
-    `  ${formatProduce(r.produce.one)}`,
-    `  ${formatProduce(r.produce.zero)}`,
+    ...[r.produce.all, r.produce.one, r.produce.zero].filter((p): p is ProducePhase => p !== undefined).map((p) => `  ${formatProduce(p)}`),
     `  consume from the beginning: ${r.consume.records}/${r.consume.expected} records, ${r.consume.recordsPerSec} records/s, ${r.consume.mbPerSec} MB/s${r.consume.timeCapped ? ' (time cap)' : ''}`,
     `  broker RSS: ${Object.entries(r.brokerMemory).map(([id, m]) => `${id}: ${mib(m.rssBytes)}`).join(', ')}`,
     `  failover (kill -9 partition leader -> first acks=all ack), ${f.runs.length}/${f.requested} runs: median ${f.medianMs} ms, max ${f.maxMs} ms; ` +
@@ -538,6 +569,10 @@ export function formatDataPlane(r: DataPlaneResult): string[] {
       (f.errors.length ? `; ${f.errors.length} runs failed` : ''),
     `  controller leader changes: ${r.controllerLeaderChanges.electionsInLogs} (term ${r.controllerLeaderChanges.termBefore} -> ${r.controllerLeaderChanges.termAfter})`,
   ];
+}
+
+function badAcks(a: string): never {
+  throw new Error(`--acks takes a comma-separated list of all, 1, 0; got ${a}`);
 }
 
 if (require.main === module) {
@@ -553,6 +588,9 @@ if (require.main === module) {
     failoverRuns: argNumber(argv, 'failover-runs', 10),
     failoverTimeCapMs: argNumber(argv, 'failover-time-cap-s', 240) * 1000,
     keepData: argFlag(argv, 'keep-data'),
+    ...(argv.includes('--acks')
+      ? { acks: argv[argv.indexOf('--acks') + 1]!.split(',').map((a) => (a === 'all' ? 'all' : a === '1' ? 1 : a === '0' ? 0 : badAcks(a))) }
+      : {}),
   })
     .then((r) => {
       for (const l of formatDataPlane(r)) console.log(l);
