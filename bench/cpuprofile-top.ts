@@ -5,7 +5,8 @@ import * as path from 'node:path';
 // function) and by file, as a share of the samples. Used to say where a benchmark's CPU goes
 // without opening a profiler UI.
 //
-// Usage: node dist/bench/cpuprofile-top.js <file-or-dir>... [--top 25]
+// Usage: node dist/bench/cpuprofile-top.js <file-or-dir>... [--top 25] [--skip-s 0]
+//   --skip-s: ignore the first seconds of each profile (start-up, warm-up).
 //   A directory means every .cpuprofile in it, each summarised on its own.
 
 interface CallFrame {
@@ -63,12 +64,15 @@ function shortUrl(url: string): string {
   return u.startsWith('node:') ? u : path.basename(u);
 }
 
-export function summarise(file: string, top = 25): ProfileSummary {
+export function summarise(file: string, top = 25, skipMs = 0): ProfileSummary {
   const p = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   // Time per sample: the delta to the next sample (V8's convention).
   const selfUs = new Map<number, number>();
+  let atUs = 0;
   for (let i = 0; i < p.samples.length; i++) {
+    atUs += p.timeDeltas[i] ?? 0;
+    if (atUs < skipMs * 1000) continue;
     const dt = p.timeDeltas[i + 1] ?? 0;
     selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + Math.max(0, dt));
   }
@@ -112,7 +116,7 @@ export function summarise(file: string, top = 25): ProfileSummary {
   const sorted = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top);
   return {
     file,
-    durationMs: Math.round((p.endTime - p.startTime) / 1000),
+    durationMs: Math.round((p.endTime - p.startTime) / 1000 - skipMs),
     busyShare: share(total - idle),
     gcShare: share(gc),
     topFunctions: sorted(fn).map(([name, us]) => ({ name, share: share(us) })),
@@ -126,12 +130,16 @@ if (require.main === module) {
   const argv = process.argv.slice(2);
   const topIdx = argv.indexOf('--top');
   const top = topIdx >= 0 ? Number(argv[topIdx + 1]) : 25;
-  const inputs = argv.filter((_, i) => topIdx < 0 || (i !== topIdx && i !== topIdx + 1));
+  const skipIdx = argv.indexOf('--skip-s');
+  const skipMs = skipIdx >= 0 ? Number(argv[skipIdx + 1]) * 1000 : 0;
+  const flagged = new Set<number>();
+  for (const i of [topIdx, skipIdx]) if (i >= 0) flagged.add(i).add(i + 1);
+  const inputs = argv.filter((_, i) => !flagged.has(i));
   const files = inputs.flatMap((a) =>
     fs.statSync(a).isDirectory() ? fs.readdirSync(a).filter((f) => f.endsWith('.cpuprofile')).map((f) => path.join(a, f)) : [a],
   );
   for (const f of files) {
-    const s = summarise(f, top);
+    const s = summarise(f, top, skipMs);
     console.log(`\n== ${f}: ${s.durationMs} ms, busy ${s.busyShare} % (GC ${s.gcShare} %) of samples`);
     console.log('  self time by function (% of all samples):');
     for (const t of s.topFunctions) console.log(`    ${t.share.toFixed(1).padStart(5)} %  ${t.name}`);

@@ -73,7 +73,7 @@ export interface ProducePhase extends LoadStats {
   readonly recordsInLog: number;
   /** The same, once the log stopped growing after the load, before disconnecting. */
   readonly recordsInLogBeforeDisconnect: number;
-  /** Phase start → the log stopped growing (two equal high-watermark sums 200 ms apart). */
+  /** Phase start → the log held every record whose send() resolved (or last grew, if it never did: see recordsInLog). */
   readonly untilLogSettledMs: number;
   /** recordsInLogBeforeDisconnect per second of untilLogSettledMs: acks=0's throughput (its send() rate only says how fast the client handed requests to the socket). */
   readonly logRecordsPerSec: number;
@@ -209,21 +209,23 @@ export async function benchDataPlane(o: DataPlaneOptions = {}): Promise<DataPlan
       // Warm-up (connections, metadata, JIT), not measured.
       await runLoad(send, { count: 5_000, inFlight, timeCapMs: 10_000 });
       await producer.flush();
-      const highBefore = await settledHigh(admin, 5_000);
+      const highBefore = (await settledHigh(admin, 5_000)).high;
       const cpuBefore = brokerCpu(b);
       const clientBefore = process.cpuUsage();
       const phaseStart = performance.now();
       const stats = await runLoad(send, { count: records, inFlight, timeCapMs: phaseTimeCapMs });
       // acks=0 records may still be on their way into the log (queued in the client's and the
       // broker's buffers: send() resolved when the request was handed to the socket), acks=1
-      // ones still replicating. Wait (bounded) until the high watermarks stop moving, with the
-      // producer still connected, and time that too: it is acks=0's real throughput.
-      const highDrained = await settledHigh(admin, 20_000);
-      const drainedMs = performance.now() - phaseStart;
+      // ones still replicating. Wait (bounded) until the high watermarks hold every record sent
+      // or stop moving for a second, with the producer still connected, and time that too: it
+      // is acks=0's real throughput.
+      const drained = await settledHigh(admin, 20_000, highBefore + stats.ok);
+      const highDrained = drained.high;
+      const drainedMs = drained.atMs - phaseStart;
       const clientCpu = process.cpuUsage(clientBefore);
       const cpuAfter = brokerCpu(b);
       await producer.disconnect();
-      const highAfter = await settledHigh(admin, 5_000);
+      const highAfter = (await settledHigh(admin, 5_000, highBefore + stats.ok)).high;
       const brokersCpuMs = [...b.nodes.keys()].map((id) => (cpuAfter[id] ?? 0) - (cpuBefore[id] ?? 0));
       const perRecordUs = (ms: number): number => (stats.ok ? round((ms * 1000) / stats.ok, 0) : NaN);
       const phase: ProducePhase = {
@@ -351,17 +353,21 @@ async function sumHigh(admin: Admin): Promise<number> {
   return sum;
 }
 
-/** The high-watermark sum once it stops growing (two equal reads 200 ms apart), bounded. */
-async function settledHigh(admin: Admin, timeoutMs: number): Promise<number> {
+/**
+ * The high-watermark sum once it reached `target` or stopped growing for `quietMs`, bounded by
+ * `timeoutMs`; `atMs` is when it last grew (performance.now()), i.e. when the log caught up.
+ */
+async function settledHigh(admin: Admin, timeoutMs: number, target = Infinity, quietMs = 1_000): Promise<{ high: number; atMs: number }> {
   const deadline = Date.now() + timeoutMs;
   let last = await sumHigh(admin);
-  while (Date.now() < deadline) {
-    await sleep(200);
+  let atMs = performance.now();
+  while (last < target && Date.now() < deadline && performance.now() - atMs < quietMs) {
+    await sleep(100);
     const now = await sumHigh(admin);
-    if (now === last) return now;
+    if (now !== last) atMs = performance.now();
     last = now;
   }
-  return last;
+  return { high: last, atMs };
 }
 
 async function consumeAll(flotilla: Flotilla, admin: Admin, recordBytes: number, timeCapMs: number): Promise<DataPlaneResult['consume']> {
