@@ -14,7 +14,7 @@ BIN := node_modules/.bin
 SRC_DIRS := $(wildcard controller broker shared client cli test bench)
 STAMP := node_modules/.install-stamp
 
-.PHONY: install build test sim lint up bench clean image compose-up compose-down chaos
+.PHONY: install build test sim lint up bench bench-data-plane clean image compose-up compose-down chaos
 
 install: $(STAMP)
 
@@ -41,8 +41,12 @@ up: build
 	if [ -t 1 ]; then export FLOTILLA_PRETTY="$${FLOTILLA_PRETTY:-1}"; fi; \
 	exec node dist/cli/main.js cluster up --controllers 3 --brokers 3 --data-dir ./data
 
+# BENCH_FLAGS passes options to run-all (e.g. BENCH_FLAGS="--only data-plane", see bench/README.md).
 bench: build
-	node dist/bench/run-all.js
+	node dist/bench/run-all.js $(BENCH_FLAGS)
+
+bench-data-plane: build
+	node dist/bench/run-all.js --only data-plane $(BENCH_FLAGS)
 
 clean:
 	rm -rf dist

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { argNumber, round, sleep } from './bench-support';
+import { argNumber, cpuMs, round, sleep } from './bench-support';
 import { freePort } from '../test/integration/controller-launcher';
 
 // The ceiling for the data-plane benchmark (issue 3 §8): what bare @grpc/grpc-js moves on this
@@ -29,6 +29,8 @@ export interface CeilingResult {
   readonly durationMs: number;
   readonly recordsPerSec: number;
   readonly mbPerSec: number;
+  /** CPU per record, µs: the server child and this client process. */
+  readonly cpuUsPerRecord: { readonly server: number; readonly client: number };
 }
 
 const identity = (b: Buffer): Buffer => b;
@@ -85,6 +87,8 @@ export async function benchGrpcCeiling(o: CeilingOptions = {}): Promise<CeilingR
     const totalMessages = Math.ceil(records / batchRecords);
     let sent = 0;
     let acked = 0;
+    const serverBefore = cpuMs(child.pid) ?? 0;
+    const clientBefore = process.cpuUsage();
     const t0 = performance.now();
     const deadline = t0 + timeCapMs;
     await new Promise<void>((resolve, reject) => {
@@ -103,6 +107,8 @@ export async function benchGrpcCeiling(o: CeilingOptions = {}): Promise<CeilingR
       pump();
     });
     const durationMs = performance.now() - t0;
+    const clientCpu = process.cpuUsage(clientBefore);
+    const serverCpuMs = (cpuMs(child.pid) ?? 0) - serverBefore;
     call.end();
     client.close();
     const recs = acked * batchRecords;
@@ -114,6 +120,10 @@ export async function benchGrpcCeiling(o: CeilingOptions = {}): Promise<CeilingR
       durationMs: round(durationMs, 1),
       recordsPerSec: round(recs / (durationMs / 1000), 0),
       mbPerSec: round((recs * recordBytes) / 1e6 / (durationMs / 1000), 1),
+      cpuUsPerRecord: {
+        server: recs ? round((serverCpuMs * 1000) / recs, 1) : NaN,
+        client: recs ? round((clientCpu.user + clientCpu.system) / recs, 1) : NaN,
+      },
     };
   } finally {
     child.kill('SIGKILL');
@@ -134,7 +144,7 @@ if (require.main === module) {
       timeCapMs: argNumber(argv, 'time-cap-s', 30) * 1000,
     })
       .then((r) => {
-        console.log(`grpc-js stream ceiling: ${r.records} records of ${r.recordBytes} B in messages of ${r.batchRecords}, ${r.inFlight} in flight: ${r.recordsPerSec} records/s, ${r.mbPerSec} MB/s`);
+        console.log(`grpc-js stream ceiling: ${r.records} records of ${r.recordBytes} B in messages of ${r.batchRecords}, ${r.inFlight} in flight: ${r.recordsPerSec} records/s, ${r.mbPerSec} MB/s; CPU µs per record: server ${r.cpuUsPerRecord.server}, client ${r.cpuUsPerRecord.client}`);
         console.log(JSON.stringify(r));
         process.exit(0);
       })

@@ -1,5 +1,5 @@
 import { connect, JetStreamClient, JetStreamManager, NatsConnection, StorageType } from 'nats';
-import { LoadStats, argFlag, argNumber, formatLoad, killOnExit, median, round, runLoad, sleep } from './bench-support';
+import { LoadStats, argFlag, argNumber, cpuMs, formatLoad, killOnExit, median, round, runLoad, sleep } from './bench-support';
 import { NatsCluster, ensureNats } from './nats-cluster';
 
 // The reference side of the data-plane benchmark (issue 3 §8): a 3-node NATS JetStream
@@ -22,7 +22,12 @@ export interface NatsOptions {
 
 export interface NatsResult {
   readonly version: string;
-  readonly produce: LoadStats & { readonly mbPerSec: number; readonly recordBytes: number };
+  readonly produce: LoadStats & {
+    readonly mbPerSec: number;
+    readonly recordBytes: number;
+    /** CPU per acknowledged record, µs: the 3 nats-servers together, and this client process (steadier than the rate on a shared machine). */
+    readonly cpuUsPerRecord: { readonly servers: number; readonly client: number };
+  };
   readonly failover: { readonly runsMs: number[]; readonly medianMs: number; readonly maxMs: number };
 }
 
@@ -73,9 +78,22 @@ export async function benchNats(o: NatsOptions = {}): Promise<NatsResult | { ski
 
     // Warm-up, then the measured phase.
     await runLoad(() => js.publish('bench.w', payload), { count: 2_000, inFlight, timeCapMs: 10_000 });
+    const serverCpu = (): number => cluster.pids().reduce<number>((sum, pid) => sum + (cpuMs(pid) ?? 0), 0);
+    const serversBefore = serverCpu();
+    const clientBefore = process.cpuUsage();
     const stats = await runLoad((i) => js.publish(`bench.${i % 6}`, payload), { count: records, inFlight, timeCapMs });
-    const produce = { ...stats, recordBytes, mbPerSec: round((stats.opsPerSec * recordBytes) / 1e6, 1) };
-    console.log(formatLoad(`nats jetstream R3 publish ${recordBytes} B, ${inFlight} in flight`, produce) + `, ${produce.mbPerSec} MB/s`);
+    const client = process.cpuUsage(clientBefore);
+    const perRecordUs = (ms: number): number => (stats.ok ? round((ms * 1000) / stats.ok, 0) : NaN);
+    const produce = {
+      ...stats,
+      recordBytes,
+      mbPerSec: round((stats.opsPerSec * recordBytes) / 1e6, 1),
+      cpuUsPerRecord: { servers: perRecordUs(serverCpu() - serversBefore), client: perRecordUs((client.user + client.system) / 1000) },
+    };
+    console.log(
+      formatLoad(`nats jetstream R3 publish ${recordBytes} B, ${inFlight} in flight`, produce) +
+        `, ${produce.mbPerSec} MB/s; CPU µs per record: servers ${produce.cpuUsPerRecord.servers}, client ${produce.cpuUsPerRecord.client}`,
+    );
 
     // Failover: kill -9 the stream leader, publish (1 in flight, short timeouts) until acked.
     const runsMs: number[] = [];

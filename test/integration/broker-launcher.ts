@@ -59,7 +59,11 @@ export class BrokerLauncher {
     if (this.isRunning(id)) throw new Error(`broker ${id} is running`);
     const logFd = fs.openSync(this.logPath(id), 'a');
     const args = [CLI, 'broker', '--node-id', String(id), '--listen', n.address, '--controllers', this.controllers.join(','), '--data-dir', n.dataDir, ...this.extraArgs];
-    n.proc = spawn(process.execPath, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, FLOTILLA_PRETTY: '' } });
+    // FLOTILLA_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every broker, as
+    // ControllerCluster does for controllers (NODE_OPTIONS refuses --cpu-prof); the profile is
+    // written at a graceful stop, which shutdown() then does.
+    const nodeArgs = (process.env.FLOTILLA_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+    n.proc = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', logFd, logFd], env: { ...process.env, FLOTILLA_PRETTY: '' } });
     fs.closeSync(logFd);
   }
 
@@ -116,7 +120,9 @@ export class BrokerLauncher {
   }
 
   async shutdown(): Promise<void> {
-    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, 'SIGKILL')));
+    // Profiled children need a graceful stop to write their profile (kill() SIGKILLs after 10 s).
+    const signal = process.env.FLOTILLA_CHILD_NODE_ARGS ? 'SIGTERM' : 'SIGKILL';
+    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, signal)));
     if (this.ownsRootDir) fs.rmSync(this.rootDir, { recursive: true, force: true });
   }
 
