@@ -492,7 +492,7 @@ async function failoverRunsOf(
       const fencedAt = firstLogTime(
         controllerLogLines(controllers),
         t0,
-        (l) => l.msg === 'fencing brokers with expired sessions' && Array.isArray(l.brokers) && (l.brokers as number[]).includes(killed),
+        (l) => String(l.msg).startsWith('fencing brokers') && Array.isArray(l.brokers) && (l.brokers as number[]).includes(killed),
       );
       const leaderAt = firstLogTime(b.logLines(after.leader), t0, (l) => String(l.msg).startsWith(`became leader of ${TOPIC}-${partition} `));
       const r0 = Date.now();
@@ -571,7 +571,7 @@ export function formatDataPlane(r: DataPlaneResult): string[] {
     `  consume from the beginning: ${r.consume.records}/${r.consume.expected} records, ${r.consume.recordsPerSec} records/s, ${r.consume.mbPerSec} MB/s${r.consume.timeCapped ? ' (time cap)' : ''}`,
     `  broker RSS: ${Object.entries(r.brokerMemory).map(([id, m]) => `${id}: ${mib(m.rssBytes)}`).join(', ')}`,
     `  failover (kill -9 partition leader -> first acks=all ack), ${f.runs.length}/${f.requested} runs: median ${f.medianMs} ms, max ${f.maxMs} ms; ` +
-      `median kill->fenced ${f.medianKillToFencedMs} ms (session timeout ${s.brokerSessionTimeoutMs} ms), fenced->new leader ${f.medianFencedToLeaderMs} ms, new leader->ack ${f.medianLeaderToAckMs} ms` +
+      `median kill->fenced ${f.medianKillToFencedMs} ms (session timeout ${s.brokerSessionTimeoutMs} ms; a dead process is fenced ~1 s after its connection closes), fenced->new leader ${f.medianFencedToLeaderMs} ms, new leader->ack ${f.medianLeaderToAckMs} ms` +
       (f.errors.length ? `; ${f.errors.length} runs failed` : ''),
     `  controller leader changes: ${r.controllerLeaderChanges.electionsInLogs} (term ${r.controllerLeaderChanges.termBefore} -> ${r.controllerLeaderChanges.termAfter})`,
   ];
