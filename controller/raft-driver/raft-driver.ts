@@ -547,7 +547,7 @@ export class RaftDriver {
         const startMs = Date.now();
         const synced = await this.storage.persist(rd);
         const tookMs = Date.now() - startMs;
-        if (synced && tookMs >= SLOW_PERSIST_MS) this.log.warn({ tookMs, entries: rd.entries.length, snapshot: !!rd.snapshot }, 'slow fsync');
+        if (tookMs >= SLOW_PERSIST_MS) this.log.warn({ tookMs, synced, entries: rd.entries.length, snapshot: !!rd.snapshot }, synced ? 'slow fsync' : 'slow unsynced write');
         for (const m of rd.messages) {
           if (m.to !== this.opts.nodeId && !(early && isReplicationMessage(m))) this.transport.send(m);
         }
