@@ -10,8 +10,9 @@ import { containerIp, containerState, docker, run } from './docker';
 // docker tmpfs would not, and the disk-full fault can fill it from the host).
 //
 // The harness reaches nodes at their container IPs on that network (Linux routes the host to
-// its bridges), not through published ports: addresses stay those the nodes advertise, and
-// a restarted container needs no new port mapping. Faults are in faults.ts.
+// its bridges), not through published ports, and a restarted container needs no new port
+// mapping. Brokers advertise their container IP (`{container-ip}`, see
+// deploy/docker/entrypoint.js), so the leader addresses clients get work from the host. Faults are in faults.ts.
 
 export type Role = 'controller' | 'broker';
 
@@ -95,7 +96,11 @@ export class ChaosCluster {
           FLOTILLA_NODE_ID: String(n.id),
           FLOTILLA_LISTEN: `${n.containerName}:${n.port}`,
           FLOTILLA_LOG_LEVEL: o.logLevel ?? 'info',
-          ...(n.role === 'controller' ? { FLOTILLA_VOTERS: voters } : { FLOTILLA_CONTROLLERS: controllerAddresses }),
+          ...(n.role === 'controller'
+            ? { FLOTILLA_VOTERS: voters }
+            : // The harness (on the host) reaches brokers at their IPs, not their names; the
+              // other brokers can too. Resolved at each start: a restart may change the IP.
+              { FLOTILLA_CONTROLLERS: controllerAddresses, FLOTILLA_ADVERTISED_ADDRESS: `{container-ip}:${n.port}` }),
         };
         return new GenericContainer(o.image)
           .withName(n.containerName)
