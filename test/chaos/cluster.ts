@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Admin, Flotilla } from '../../client';
 import { containerIp, containerState, docker, run } from './docker';
@@ -41,6 +42,9 @@ export interface ChaosClusterOptions {
 }
 
 const LABEL = 'flotilla.chaos';
+/** host:pid of the run that started the container. */
+const OWNER_LABEL = 'flotilla.chaos.owner';
+const OWNER = `${os.hostname()}:${process.pid}`;
 const CONTROLLER_PORT = 9093;
 const BROKER_PORT = 9193;
 const DATA_ROOT = '/tmp/flotilla-chaos';
@@ -59,16 +63,29 @@ export class ChaosCluster {
     readonly nodes: readonly ChaosNode[],
   ) {}
 
-  /** Removes what an earlier run left behind (containers, network, tmpfs mounts). */
+  /**
+   * Removes what an earlier run left behind (containers, network, tmpfs mounts) — not what a
+   * run still in progress owns (its process alive: the Docker daemon may be shared).
+   */
   static async cleanupLeftovers(log: (l: string) => void): Promise<void> {
-    const ids = (await docker(['ps', '-aq', '--filter', `label=${LABEL}`])).split('\n').filter(Boolean);
+    const rows = (await docker(['ps', '-a', '--filter', `label=${LABEL}`, '--format', `{{.ID}} {{.Label "${LABEL}"}} {{.Label "${OWNER_LABEL}"}}`]))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' '));
+    const liveRuns = new Set(rows.filter(([, , owner]) => ownerAlive(owner)).map(([, runId]) => runId));
+    const ids = rows.filter(([, runId]) => !liveRuns.has(runId)).map(([id]) => id!);
+    if (liveRuns.size > 0) log(`leaving the containers of chaos runs still in progress: ${[...liveRuns].join(', ')}`);
     if (ids.length > 0) {
       log(`removing ${ids.length} containers left by an earlier chaos run`);
       await docker(['rm', '-f', '-v', ...ids]);
     }
+    // A network with containers attached (a live run's) refuses removal.
     const nets = (await docker(['network', 'ls', '-q', '--filter', `label=${LABEL}`])).split('\n').filter(Boolean);
     for (const n of nets) await docker(['network', 'rm', n]).catch(() => undefined);
-    for (const m of mountsUnder(DATA_ROOT).reverse()) await run('umount', ['-l', m]).catch(() => undefined);
+    for (const m of mountsUnder(DATA_ROOT).reverse()) {
+      if ([...liveRuns].some((r) => m.startsWith(path.join(DATA_ROOT, r!) + '/'))) continue;
+      await run('umount', ['-l', m]).catch(() => undefined);
+    }
   }
 
   static async start(o: ChaosClusterOptions): Promise<ChaosCluster> {
@@ -104,7 +121,7 @@ export class ChaosCluster {
         };
         return new GenericContainer(o.image)
           .withName(n.containerName)
-          .withLabels({ [LABEL]: o.runId, 'flotilla.node': n.name })
+          .withLabels({ [LABEL]: o.runId, [OWNER_LABEL]: OWNER, 'flotilla.node': n.name })
           .withNetworkMode(network)
           .withHostname(n.containerName)
           .withEnvironment(env)
@@ -285,6 +302,18 @@ function node(prefix: string, role: Role, id: number, port: number): ChaosNode {
 async function mountDataDisk(dir: string, sizeBytes: number): Promise<void> {
   await fs.promises.mkdir(dir, { recursive: true });
   await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes},uid=${IMAGE_UID},gid=${IMAGE_UID},mode=0755`, 'tmpfs', dir]);
+}
+
+/** True when `owner` (host:pid) is a process of this host that is still running. */
+function ownerAlive(owner: string | undefined): boolean {
+  const m = /^(.*):(\d+)$/.exec(owner ?? '');
+  if (!m || m[1] !== os.hostname() || Number(m[2]) === process.pid) return false;
+  try {
+    process.kill(Number(m[2]), 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function mountsUnder(root: string): string[] {
