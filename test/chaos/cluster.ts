@@ -12,7 +12,8 @@ import { containerIp, containerState, docker, run } from './docker';
 //
 // The harness reaches nodes at their container IPs on that network (Linux routes the host to
 // its bridges), not through published ports, and a restarted container needs no new port
-// mapping. Brokers advertise their container IP (`{container-ip}`, see
+// mapping. Every node gets a fixed IP on a /24 of its own (a restart keeps it, as a DNS name
+// would: clients' bootstrap lists and metadata stay valid). Brokers advertise that IP (`{container-ip}`, see
 // deploy/docker/entrypoint.js), so the leader addresses clients get work from the host. Faults are in faults.ts.
 
 export type Role = 'controller' | 'broker';
@@ -27,6 +28,8 @@ export interface ChaosNode {
   readonly port: number;
   /** The host directory (a tmpfs) mounted at /data. */
   readonly dataDir: string;
+  /** Its fixed IP on the chaos network (kept across restarts). */
+  readonly ip: string;
 }
 
 export interface ChaosClusterOptions {
@@ -92,15 +95,26 @@ export class ChaosCluster {
     // testcontainers' reaper (Ryuk) is another image to pull; we clean up ourselves (stop()).
     process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
     const { GenericContainer, Wait } = await import('testcontainers');
+    /**
+     * A fixed IP on the network (testcontainers has no option for it): a restarted container
+     * keeps its address, as a node with a DNS name would, so clients on the host that learned
+     * it (bootstrap lists, metadata caches) are not left with addresses Docker gave away.
+     */
+    class StaticIpContainer extends GenericContainer {
+      withIpAddress(networkName: string, ip: string): this {
+        this.createOpts.NetworkingConfig = { EndpointsConfig: { [networkName]: { IPAMConfig: { IPv4Address: ip } } } };
+        return this;
+      }
+    }
     const controllers = o.controllers ?? 3;
     const brokers = o.brokers ?? 3;
     const prefix = `chaos-${o.runId}`;
     const network = `${prefix}-net`;
-    await docker(['network', 'create', '--label', `${LABEL}=${o.runId}`, network]);
+    const subnet = await createNetwork(network, o.runId);
 
     const nodes: ChaosNode[] = [];
-    for (let i = 1; i <= controllers; i++) nodes.push(node(prefix, 'controller', i, CONTROLLER_PORT));
-    for (let i = 1; i <= brokers; i++) nodes.push(node(prefix, 'broker', i, BROKER_PORT));
+    for (let i = 1; i <= controllers; i++) nodes.push(node(prefix, 'controller', i, CONTROLLER_PORT, `${subnet}.${10 + i}`));
+    for (let i = 1; i <= brokers; i++) nodes.push(node(prefix, 'broker', i, BROKER_PORT, `${subnet}.${20 + i}`));
     const cluster = new ChaosCluster(o, network, nodes);
     for (const n of nodes) await mountDataDisk(n.dataDir, o.dataDiskBytes ?? DATA_DISK_BYTES_DEFAULT);
 
@@ -119,7 +133,8 @@ export class ChaosCluster {
               // other brokers can too. Resolved at each start: a restart may change the IP.
               { FLOTILLA_CONTROLLERS: controllerAddresses, FLOTILLA_ADVERTISED_ADDRESS: `{container-ip}:${n.port}` }),
         };
-        return new GenericContainer(o.image)
+        return new StaticIpContainer(o.image)
+          .withIpAddress(network, n.ip)
           .withName(n.containerName)
           .withLabels({ [LABEL]: o.runId, [OWNER_LABEL]: OWNER, 'flotilla.node': n.name })
           .withNetworkMode(network)
@@ -293,10 +308,30 @@ export class ChaosCluster {
   }
 }
 
-function node(prefix: string, role: Role, id: number, port: number): ChaosNode {
+function node(prefix: string, role: Role, id: number, port: number, ip: string): ChaosNode {
   const name = `${role}-${id}`;
   const runId = prefix.slice('chaos-'.length);
-  return { name, role, id, containerName: `${prefix}-${name}`, port, dataDir: path.join(DATA_ROOT, runId, name) };
+  return { name, role, id, containerName: `${prefix}-${name}`, port, dataDir: path.join(DATA_ROOT, runId, name), ip };
+}
+
+/** Subnets tried for the network: 10.213.<k>.0/24, from a hash of the run id on. */
+const SUBNET_ATTEMPTS = 20;
+
+/** Creates the run's network on a free /24 (fixed node IPs need a subnet); returns "a.b.c". */
+async function createNetwork(network: string, runId: string): Promise<string> {
+  let k = [...runId].reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) >>> 0, 7) % 250;
+  let last = '';
+  for (let i = 0; i < SUBNET_ATTEMPTS; i++, k = (k + 1) % 250) {
+    const prefix = `10.213.${k}`;
+    try {
+      await docker(['network', 'create', '--label', `${LABEL}=${runId}`, '--subnet', `${prefix}.0/24`, network]);
+      return prefix;
+    } catch (e) {
+      last = (e as Error).message;
+      if (!/overlap/i.test(last)) throw e;
+    }
+  }
+  throw new Error(`no free 10.213.k.0/24 subnet for ${network} after ${SUBNET_ATTEMPTS} attempts: ${last}`);
 }
 
 async function mountDataDisk(dir: string, sizeBytes: number): Promise<void> {
