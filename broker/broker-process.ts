@@ -38,6 +38,12 @@ export interface BrokerOptions {
   readonly nodeId: number;
   /** host:port to bind; port 0 picks a free port (see the returned address). */
   readonly listen: string;
+  /**
+   * host:port registered with the controllers instead of the bound one (Kafka's
+   * advertised.listeners): what Metadata tells clients, and what the other brokers fetch
+   * from — so it must be reachable from both. Default: the bound listen address.
+   */
+  readonly advertisedAddress?: string;
   /** Controller addresses (host:port), any subset of the quorum's voters. */
   readonly controllers: readonly string[];
   readonly dataDir: string;
@@ -62,8 +68,10 @@ export interface BrokerOptions {
 }
 
 export interface RunningBroker {
-  /** host:port actually bound (and registered with the controller). */
+  /** host:port actually bound. */
   readonly address: string;
+  /** host:port registered with the controller (the advertised address, else the bound one). */
+  readonly advertisedAddress: string;
   /** This process start's incarnation id. */
   readonly incarnationId: string;
   /** The broker's own metadata image (debug accessor). */
@@ -90,6 +98,7 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   const { nodeId, logger } = o;
   if (!Number.isSafeInteger(nodeId) || nodeId < 0) throw new Error(`broker id ${nodeId} must be an integer >= 0`);
   const [host, portText] = splitHostPort(o.listen);
+  const advertised = o.advertisedAddress === undefined ? undefined : parseAdvertised(o.advertisedAddress);
   claimDataDir(o.dataDir, nodeId);
   const incarnationId = randomUUID();
 
@@ -159,6 +168,8 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
     throw new Error(`broker ${nodeId} cannot listen on ${o.listen}: ${(e as Error).message}`, { cause: e });
   }
   const address = `${host}:${port}`;
+  const registeredHost = advertised?.host ?? host;
+  const registeredPort = advertised?.port ?? port;
 
   let stop: () => Promise<void> = async () => undefined;
   const follower = new MetadataFollower({
@@ -174,8 +185,8 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   lifecycle = new BrokerLifecycleManager({
     brokerId: nodeId,
     incarnationId,
-    host,
-    port,
+    host: registeredHost,
+    port: registeredPort,
     ...(o.rack ? { rack: o.rack } : {}),
     channel,
     logger,
@@ -192,7 +203,7 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   // while it was down can be told from live ones.
   void lc.whenUnfenced().then(() => (stopping === undefined ? replicaManager.deleteStrayLogs() : undefined)).catch((err: unknown) => logger.warn({ err }, 'deleting stray logs failed'));
   logger.info(
-    { address, controllers: o.controllers, dataDir: o.dataDir, rack: o.rack ?? null, incarnationId },
+    { address, advertised: `${registeredHost}:${registeredPort}`, controllers: o.controllers, dataDir: o.dataDir, rack: o.rack ?? null, incarnationId },
     `broker ${nodeId} listening on ${address}`,
   );
 
@@ -215,6 +226,7 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
 
   return {
     address,
+    advertisedAddress: `${registeredHost}:${registeredPort}`,
     incarnationId,
     image: () => follower.currentImage(),
     status: () => {
@@ -226,6 +238,17 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
     whenUnfenced: () => lc.whenUnfenced(),
     stop: () => stop(),
   };
+}
+
+/** "host:port" with a concrete host and a port in 1..65535 (0 cannot be reached). */
+function parseAdvertised(value: string): { host: string; port: number } {
+  const m = /^(.+):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[2]) : -1;
+  if (!m || port < 1 || port > 65_535) throw new FlotillaError('INVALID_CONFIG', `advertised address "${value}" is not host:port with a port in 1..65535`);
+  const host = m[1]!;
+  // A wildcard tells a client nothing: it would connect to itself.
+  if (host === '0.0.0.0' || host === '::' || host === '[::]') throw new FlotillaError('INVALID_CONFIG', `advertised address "${value}" is a wildcard; advertise a host clients and brokers can reach`);
+  return { host, port };
 }
 
 /**

@@ -130,7 +130,8 @@ function addBrokerCommand(program: Command): void {
     .command('broker')
     .description('run one broker in this process: registers with the controllers, follows the metadata log, serves the admin API')
     .requiredOption('--node-id <n>', 'this broker\'s id (>= 0)', intIn(0))
-    .requiredOption('--listen <host:port>', 'address to serve clients on (also the address registered with the controllers)', parseHostPort)
+    .requiredOption('--listen <host:port>', 'address to bind and serve on (registered with the controllers unless --advertised-address is given)', parseHostPort)
+    .option('--advertised-address <host:port>', 'address registered with the controllers, which clients and other brokers connect to (e.g. a published port); default: the bound --listen address', parseHostPort)
     .requiredOption('--controllers <host:port,...>', 'controller addresses, comma-separated (any of the quorum\'s voters)', parseAddressList)
     .requiredOption('--data-dir <dir>', 'where this broker keeps its data')
     .option('--rack <rack>', 'rack label, for rack-aware replica placement')
@@ -148,6 +149,7 @@ function addBrokerCommand(program: Command): void {
         {
           nodeId: opts.nodeId,
           listen: opts.listen,
+          ...(opts.advertisedAddress !== undefined ? { advertisedAddress: opts.advertisedAddress } : {}),
           controllers: opts.controllers,
           dataDir: opts.dataDir,
           logger,
@@ -163,6 +165,7 @@ function addBrokerCommand(program: Command): void {
 interface BrokerCommandOptions {
   nodeId: number;
   listen: string;
+  advertisedAddress?: string;
   controllers: string[];
   dataDir: string;
   rack?: string;

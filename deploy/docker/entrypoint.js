@@ -11,11 +11,18 @@
 // `quorum status`, ...) runs unchanged; the CLI reads FLOTILLA_BOOTSTRAP and
 // FLOTILLA_LOG_LEVEL itself.
 //
+// `{container-ip}` in an advertised address (FLOTILLA_ADVERTISED_ADDRESS or
+// --advertised-address) becomes the container's own IPv4 address (the first non-loopback
+// interface, by name): for a broker reached at its IP on a container network whose IP is
+// assigned at start and may change on restart (the chaos harness uses it). The image has no
+// shell for `$(hostname -i)`.
+//
 // It also writes the listen address to LISTEN_FILE for healthcheck.js, which has no other
 // way to learn it (the image has no shell and the health check gets no arguments).
 'use strict';
 
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 const APP_DIR = path.resolve(__dirname, '..', '..');
@@ -39,7 +46,6 @@ const ENV_FLAGS = {
   broker: {
     FLOTILLA_NODE_ID: '--node-id',
     FLOTILLA_LISTEN: '--listen',
-    // Needs a CLI that has the flag (see deploy/compose/README.md, "Addresses").
     FLOTILLA_ADVERTISED_ADDRESS: '--advertised-address',
     FLOTILLA_CONTROLLERS: '--controllers',
     FLOTILLA_DATA_DIR: '--data-dir',
@@ -49,7 +55,7 @@ const ENV_FLAGS = {
 };
 
 /** The argv `flotilla` gets: the given one plus flags from the environment. */
-function buildArgv(argv, env) {
+function buildArgv(argv, env, interfaces = os.networkInterfaces()) {
   const role = argv[0];
   const table = ENV_FLAGS[role];
   if (!table) return [...argv];
@@ -67,7 +73,20 @@ function buildArgv(argv, env) {
     given.add(flag);
   }
   if (!given.has('--data-dir')) out.push('--data-dir', DEFAULT_DATA_DIR);
-  return out;
+  return out.map((a, i) => (out[i - 1] === '--advertised-address' || a.startsWith('--advertised-address=') ? withContainerIp(a, interfaces) : a));
+}
+
+const IP_PLACEHOLDER = '{container-ip}';
+
+/** `{container-ip}` replaced by the first non-internal IPv4 address (interfaces sorted by name). */
+function withContainerIp(value, interfaces) {
+  if (!value.includes(IP_PLACEHOLDER)) return value;
+  const names = Object.keys(interfaces).sort();
+  for (const name of names) {
+    const a = (interfaces[name] || []).find((x) => (x.family === 'IPv4' || x.family === 4) && !x.internal);
+    if (a) return value.split(IP_PLACEHOLDER).join(a.address);
+  }
+  throw new Error(`entrypoint: ${value} asks for the container's IP, but it has no IPv4 interface besides loopback`);
 }
 
 /** The value of --listen (either `--listen x` or `--listen=x`), if any. */
@@ -98,4 +117,4 @@ function main() {
 
 if (require.main === module) main();
 
-module.exports = { buildArgv, listenOf, ENV_FLAGS };
+module.exports = { buildArgv, listenOf, ENV_FLAGS, IP_PLACEHOLDER };

@@ -8,6 +8,8 @@ import { createLogger } from '../../shared/log';
 import { fromGrpcError } from '../../shared/rpc/grpc-errors';
 import { CHANNEL_OPTIONS } from '../../shared/rpc/proto';
 import { InProcessCluster, waitFor } from './in-process-cluster';
+import { BrokerWire } from '../broker-replica/broker-wire';
+import { freePort } from '../integration/controller-launcher';
 
 // startBroker against real controllers in this process: registration and unfencing, the
 // broker's own metadata image following topic changes, the replica placeholder learning its
@@ -188,5 +190,37 @@ describe('broker: startBroker with in-process controllers', function () {
     );
     expect(String(err.message)).to.match(/belongs to broker 1, not 2/);
     expect(b.address).to.match(/^127\.0\.0\.1:\d+$/);
+  });
+
+  it('registers --advertised-address instead of the bound one: describeCluster and every broker\'s Metadata answer it', async () => {
+    cluster = await InProcessCluster.start();
+    const port = await freePort();
+    const b1 = await cluster.startBroker(1, { listen: `127.0.0.1:${port}`, advertisedAddress: `localhost:${port}` });
+    const b2 = await cluster.startBroker(2);
+    await waitFor('two unfenced brokers', () => [b1, b2].every((b) => b.status().state === 'running'));
+    expect(b1.address).to.equal(`127.0.0.1:${port}`);
+    expect(b1.advertisedAddress).to.equal(`localhost:${port}`);
+    // Without the option the bound address is the advertised one.
+    expect(b2.advertisedAddress).to.equal(b2.address);
+    const c = await cluster.admin(cluster.bootstrap()).describeCluster();
+    expect(c.brokers.map((b) => `${b.id}=${b.host}:${b.port}`)).to.deep.equal([`1=localhost:${port}`, `2=${b2.address}`]);
+    for (const b of [b1, b2]) {
+      const wire = new BrokerWire(b.address);
+      try {
+        await waitFor(`broker ${b.address} to know both registrations`, async () => (await wire.metadata()).brokers.length === 2);
+        const md = await wire.metadata();
+        expect(md.brokers.map((x) => `${x.brokerId}=${x.host}:${x.port}`).sort()).to.deep.equal([`1=localhost:${port}`, `2=${b2.address}`]);
+      } finally {
+        wire.close();
+      }
+    }
+  });
+
+  it('refuses an advertised address that no one could connect to, with INVALID_CONFIG', async () => {
+    cluster = await InProcessCluster.start();
+    for (const bad of ['0.0.0.0:9193', 'broker-1:0', 'no-port']) {
+      const err = await failure(cluster.startBroker(1, { advertisedAddress: bad }));
+      expect(err.name, bad).to.equal('INVALID_CONFIG');
+    }
   });
 });

@@ -128,6 +128,17 @@ describe('chaos checkers', () => {
     });
   });
 
+  describe('checkUnavailability of a tailing consumer (reads)', () => {
+    it('takes reads as successes at their time: the longest stretch without a read in the window', () => {
+      const fault: FaultRecord = { index: 0, type: 'kill', targetKind: 'partition-leader', nodes: ['broker-1'], startMs: 1_000, healMs: 5_000, recoveredMs: 6_000 };
+      const at = (atMs: number): ReadOp => ({ ...read(`v${atMs}`, 0, atMs), atMs });
+      const r = checkUnavailability([at(900), at(1_200), at(4_700), at(5_900)], [fault], new Set(['read']));
+      expect(r.perFault[0]).to.include({ failedOps: 0, okOps: 3, longestGapMs: 3_500, firstOkAfterHealMs: 900 });
+      // Sends are not counted when only reads are asked for.
+      expect(checkUnavailability([send('a', 'info', undefined, { i: 1_100, c: 1_200 })], [fault], new Set(['read'])).perFault[0]!.failedOps).to.equal(0);
+    });
+  });
+
   describe('checkLeaders', () => {
     it('passes one leader per term, ignoring "no leader known"', () => {
       const r = checkLeaders([{ term: 2, leaderId: 1, source: 'a' }, { term: 2, leaderId: 1, source: 'b' }, { term: 3, leaderId: 0, source: 'c' }, { term: 3, leaderId: 2, source: 'd' }]);

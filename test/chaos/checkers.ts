@@ -9,7 +9,7 @@
 //   checkLeaders        Raft election safety: at most one leader per term (thesis §3.6.3)
 //   checkControllerLogs committed metadata identical on all controllers (log matching)
 
-import type { ControllerLog, FaultRecord, LeaderObservation, MetadataOp, Op, ReadOp, SendOp } from './history';
+import type { ControllerLog, FaultRecord, LeaderObservation, MetadataOp, Op, Outcome, ReadOp, SendOp } from './history';
 
 /** Most examples kept per anomaly kind in a result (the counts are exact). */
 export const EXAMPLES_MAX = 20;
@@ -319,14 +319,19 @@ export interface AvailabilityByType {
  * The window of a fault runs from its start to its recovery (or heal, if it never
  * recovered; or the next fault's start, whichever is first). Only operations of the kinds
  * given count (e.g. the metadata writes; reads after the faults are no availability probe).
+ * A read counts as an operation that succeeded at its `atMs` (a consumer's failed fetches
+ * are not recorded, only what it read): pass only the reads of a consumer that was tailing
+ * the log during the faults, while producers kept writing, to measure consume availability.
  */
 export function checkUnavailability(
   ops: readonly Op[],
   faults: readonly FaultRecord[],
   kinds: ReadonlySet<Op['kind']> = new Set(['create-topic', 'delete-topic', 'send']),
 ): { perFault: FaultAvailability[]; perType: AvailabilityByType[] } {
-  const timed = ops
-    .filter((o): o is MetadataOp | SendOp => kinds.has(o.kind) && o.kind !== 'read')
+  type Timed = { invokeMs: number; completeMs: number; outcome: Outcome };
+  const timed: Timed[] = ops
+    .filter((o) => kinds.has(o.kind))
+    .map((o): Timed => (o.kind === 'read' ? { invokeMs: o.atMs, completeMs: o.atMs, outcome: 'ok' } : o))
     .sort((a, b) => a.completeMs - b.completeMs);
   const sortedFaults = [...faults].sort((a, b) => a.startMs - b.startMs);
   const perFault: FaultAvailability[] = sortedFaults.map((f, i) => {

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Admin, Flotilla } from '../../client';
 import { containerIp, containerState, docker, run } from './docker';
@@ -10,8 +11,10 @@ import { containerIp, containerState, docker, run } from './docker';
 // docker tmpfs would not, and the disk-full fault can fill it from the host).
 //
 // The harness reaches nodes at their container IPs on that network (Linux routes the host to
-// its bridges), not through published ports: addresses stay those the nodes advertise, and
-// a restarted container needs no new port mapping. Faults are in faults.ts.
+// its bridges), not through published ports, and a restarted container needs no new port
+// mapping. Every node gets a fixed IP on a /24 of its own (a restart keeps it, as a DNS name
+// would: clients' bootstrap lists and metadata stay valid). Brokers advertise that IP (`{container-ip}`, see
+// deploy/docker/entrypoint.js), so the leader addresses clients get work from the host. Faults are in faults.ts.
 
 export type Role = 'controller' | 'broker';
 
@@ -25,6 +28,8 @@ export interface ChaosNode {
   readonly port: number;
   /** The host directory (a tmpfs) mounted at /data. */
   readonly dataDir: string;
+  /** Its fixed IP on the chaos network (kept across restarts). */
+  readonly ip: string;
 }
 
 export interface ChaosClusterOptions {
@@ -40,6 +45,9 @@ export interface ChaosClusterOptions {
 }
 
 const LABEL = 'flotilla.chaos';
+/** host:pid of the run that started the container. */
+const OWNER_LABEL = 'flotilla.chaos.owner';
+const OWNER = `${os.hostname()}:${process.pid}`;
 const CONTROLLER_PORT = 9093;
 const BROKER_PORT = 9193;
 const DATA_ROOT = '/tmp/flotilla-chaos';
@@ -58,31 +66,55 @@ export class ChaosCluster {
     readonly nodes: readonly ChaosNode[],
   ) {}
 
-  /** Removes what an earlier run left behind (containers, network, tmpfs mounts). */
+  /**
+   * Removes what an earlier run left behind (containers, network, tmpfs mounts) — not what a
+   * run still in progress owns (its process alive: the Docker daemon may be shared).
+   */
   static async cleanupLeftovers(log: (l: string) => void): Promise<void> {
-    const ids = (await docker(['ps', '-aq', '--filter', `label=${LABEL}`])).split('\n').filter(Boolean);
+    const rows = (await docker(['ps', '-a', '--filter', `label=${LABEL}`, '--format', `{{.ID}} {{.Label "${LABEL}"}} {{.Label "${OWNER_LABEL}"}}`]))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' '));
+    const liveRuns = new Set(rows.filter(([, , owner]) => ownerAlive(owner)).map(([, runId]) => runId));
+    const ids = rows.filter(([, runId]) => !liveRuns.has(runId)).map(([id]) => id!);
+    if (liveRuns.size > 0) log(`leaving the containers of chaos runs still in progress: ${[...liveRuns].join(', ')}`);
     if (ids.length > 0) {
       log(`removing ${ids.length} containers left by an earlier chaos run`);
       await docker(['rm', '-f', '-v', ...ids]);
     }
+    // A network with containers attached (a live run's) refuses removal.
     const nets = (await docker(['network', 'ls', '-q', '--filter', `label=${LABEL}`])).split('\n').filter(Boolean);
     for (const n of nets) await docker(['network', 'rm', n]).catch(() => undefined);
-    for (const m of mountsUnder(DATA_ROOT).reverse()) await run('umount', ['-l', m]).catch(() => undefined);
+    for (const m of mountsUnder(DATA_ROOT).reverse()) {
+      if ([...liveRuns].some((r) => m.startsWith(path.join(DATA_ROOT, r!) + '/'))) continue;
+      await run('umount', ['-l', m]).catch(() => undefined);
+    }
   }
 
   static async start(o: ChaosClusterOptions): Promise<ChaosCluster> {
     // testcontainers' reaper (Ryuk) is another image to pull; we clean up ourselves (stop()).
     process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
     const { GenericContainer, Wait } = await import('testcontainers');
+    /**
+     * A fixed IP on the network (testcontainers has no option for it): a restarted container
+     * keeps its address, as a node with a DNS name would, so clients on the host that learned
+     * it (bootstrap lists, metadata caches) are not left with addresses Docker gave away.
+     */
+    class StaticIpContainer extends GenericContainer {
+      withIpAddress(networkName: string, ip: string): this {
+        this.createOpts.NetworkingConfig = { EndpointsConfig: { [networkName]: { IPAMConfig: { IPv4Address: ip } } } };
+        return this;
+      }
+    }
     const controllers = o.controllers ?? 3;
     const brokers = o.brokers ?? 3;
     const prefix = `chaos-${o.runId}`;
     const network = `${prefix}-net`;
-    await docker(['network', 'create', '--label', `${LABEL}=${o.runId}`, network]);
+    const subnet = await createNetwork(network, o.runId);
 
     const nodes: ChaosNode[] = [];
-    for (let i = 1; i <= controllers; i++) nodes.push(node(prefix, 'controller', i, CONTROLLER_PORT));
-    for (let i = 1; i <= brokers; i++) nodes.push(node(prefix, 'broker', i, BROKER_PORT));
+    for (let i = 1; i <= controllers; i++) nodes.push(node(prefix, 'controller', i, CONTROLLER_PORT, `${subnet}.${10 + i}`));
+    for (let i = 1; i <= brokers; i++) nodes.push(node(prefix, 'broker', i, BROKER_PORT, `${subnet}.${20 + i}`));
     const cluster = new ChaosCluster(o, network, nodes);
     for (const n of nodes) await mountDataDisk(n.dataDir, o.dataDiskBytes ?? DATA_DISK_BYTES_DEFAULT);
 
@@ -95,11 +127,16 @@ export class ChaosCluster {
           FLOTILLA_NODE_ID: String(n.id),
           FLOTILLA_LISTEN: `${n.containerName}:${n.port}`,
           FLOTILLA_LOG_LEVEL: o.logLevel ?? 'info',
-          ...(n.role === 'controller' ? { FLOTILLA_VOTERS: voters } : { FLOTILLA_CONTROLLERS: controllerAddresses }),
+          ...(n.role === 'controller'
+            ? { FLOTILLA_VOTERS: voters }
+            : // The harness (on the host) reaches brokers at their IPs, not their names; the
+              // other brokers can too. Resolved at each start: a restart may change the IP.
+              { FLOTILLA_CONTROLLERS: controllerAddresses, FLOTILLA_ADVERTISED_ADDRESS: `{container-ip}:${n.port}` }),
         };
-        return new GenericContainer(o.image)
+        return new StaticIpContainer(o.image)
+          .withIpAddress(network, n.ip)
           .withName(n.containerName)
-          .withLabels({ [LABEL]: o.runId, 'flotilla.node': n.name })
+          .withLabels({ [LABEL]: o.runId, [OWNER_LABEL]: OWNER, 'flotilla.node': n.name })
           .withNetworkMode(network)
           .withHostname(n.containerName)
           .withEnvironment(env)
@@ -271,15 +308,47 @@ export class ChaosCluster {
   }
 }
 
-function node(prefix: string, role: Role, id: number, port: number): ChaosNode {
+function node(prefix: string, role: Role, id: number, port: number, ip: string): ChaosNode {
   const name = `${role}-${id}`;
   const runId = prefix.slice('chaos-'.length);
-  return { name, role, id, containerName: `${prefix}-${name}`, port, dataDir: path.join(DATA_ROOT, runId, name) };
+  return { name, role, id, containerName: `${prefix}-${name}`, port, dataDir: path.join(DATA_ROOT, runId, name), ip };
+}
+
+/** Subnets tried for the network: 10.213.<k>.0/24, from a hash of the run id on. */
+const SUBNET_ATTEMPTS = 20;
+
+/** Creates the run's network on a free /24 (fixed node IPs need a subnet); returns "a.b.c". */
+async function createNetwork(network: string, runId: string): Promise<string> {
+  let k = [...runId].reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) >>> 0, 7) % 250;
+  let last = '';
+  for (let i = 0; i < SUBNET_ATTEMPTS; i++, k = (k + 1) % 250) {
+    const prefix = `10.213.${k}`;
+    try {
+      await docker(['network', 'create', '--label', `${LABEL}=${runId}`, '--subnet', `${prefix}.0/24`, network]);
+      return prefix;
+    } catch (e) {
+      last = (e as Error).message;
+      if (!/overlap/i.test(last)) throw e;
+    }
+  }
+  throw new Error(`no free 10.213.k.0/24 subnet for ${network} after ${SUBNET_ATTEMPTS} attempts: ${last}`);
 }
 
 async function mountDataDisk(dir: string, sizeBytes: number): Promise<void> {
   await fs.promises.mkdir(dir, { recursive: true });
   await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes},uid=${IMAGE_UID},gid=${IMAGE_UID},mode=0755`, 'tmpfs', dir]);
+}
+
+/** True when `owner` (host:pid) is a process of this host that is still running. */
+function ownerAlive(owner: string | undefined): boolean {
+  const m = /^(.*):(\d+)$/.exec(owner ?? '');
+  if (!m || m[1] !== os.hostname() || Number(m[2]) === process.pid) return false;
+  try {
+    process.kill(Number(m[2]), 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function mountsUnder(root: string): string[] {

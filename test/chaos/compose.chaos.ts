@@ -1,13 +1,17 @@
 import { expect } from 'chai';
 import * as path from 'node:path';
+import { partitionForKey } from '../../client/partitioner';
 import { run } from './docker';
 import { sleep } from './cluster';
 
 // The compose cluster end to end, from the host, as a user would drive it (make chaos runs
 // this; it needs Docker and the image, which `make image` builds). It brings
 // deploy/compose/docker-compose.yml up under its own project name and host ports, uses the
-// `flotilla` CLI through the published ports, kills a broker and reads the fencing in
-// `flotilla events` and `topics describe`, brings it back, and takes everything down.
+// `flotilla` CLI through the published ports — admin, then produce and consume, which need
+// the brokers' advertised addresses (127.0.0.1:<published port>) to reach every partition
+// leader from the host — kills a broker and reads the fencing in `flotilla events` and
+// `topics describe`, produces and consumes without it, brings it back, and takes
+// everything down.
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const COMPOSE = [path.join(REPO, 'deploy/scripts/compose.sh'), '-p', 'flotilla-compose-test', '-f', path.join(REPO, 'deploy/compose/docker-compose.yml')];
@@ -30,6 +34,26 @@ function compose(args: string[], timeoutMs = 180_000): Promise<string> {
 function flotilla(...args: string[]): Promise<string> {
   return run(process.execPath, [CLI, '--bootstrap', BOOTSTRAP, '--timeout-ms', '10000', ...args], 30_000);
 }
+
+/** `flotilla produce` with these lines on stdin (exits non-zero if any is not acknowledged). */
+function produce(topic: string, key: string, lines: readonly string[], ...flags: string[]): Promise<string> {
+  return run(process.execPath, [CLI, '--bootstrap', BOOTSTRAP, '--timeout-ms', '10000', 'produce', topic, '--key', key, ...flags], 60_000, `${lines.join('\n')}\n`);
+}
+
+/** Every value of the topic, from the beginning (stops after `max`, or 5 s of silence). */
+async function consumeAll(topic: string, max: number): Promise<string[]> {
+  const out = await run(process.execPath, [CLI, '--bootstrap', BOOTSTRAP, '--timeout-ms', '10000', 'consume', topic, '--from-beginning', '--max', String(max + 1), '--timeout-ms', '5000'], 60_000);
+  return out.split('\n').filter((l) => l.length > 0);
+}
+
+/** One key per partition of a 3-partition topic (murmur2, as the producer places them). */
+const KEYS_PER_PARTITION = ((): string[] => {
+  const keys: string[] = [];
+  for (let i = 0; i < 100 && keys.length < 3; i++) {
+    if (partitionForKey(Buffer.from(`k${i}`), 3) === keys.length) keys.push(`k${i}`);
+  }
+  return keys;
+})();
 
 async function flotillaJson<T>(...args: string[]): Promise<T> {
   return JSON.parse(await flotilla('--json', ...args)) as T;
@@ -61,7 +85,10 @@ interface Partition {
   isr: number[];
   status: string;
   why?: string;
+  highWatermark?: number;
 }
+
+const sorted = (xs: readonly string[]): string[] => [...xs].sort();
 
 describe('compose cluster (deploy/compose/docker-compose.yml) from the host', function () {
   this.timeout(600_000);
@@ -85,9 +112,26 @@ describe('compose cluster (deploy/compose/docker-compose.yml) from the host', fu
     expect(quorum.leaderId).to.be.within(1, 3);
     expect(quorum.voters).to.have.length(3);
 
-    expect(await flotilla('topics', 'create', 'orders', '--partitions', '3', '--replication-factor', '3')).to.match(/created topic orders \(3 partitions/);
+    expect(await flotilla('topics', 'create', 'orders', '--partitions', '3', '--replication-factor', '3', '--config', 'min.insync.replicas=2')).to.match(/created topic orders \(3 partitions/);
     const [topic] = await flotillaJson<Array<{ name: string; partitions: Partition[] }>>('topics', 'describe', 'orders');
     expect(topic.partitions.map((p) => p.status)).to.deep.equal(['online', 'online', 'online']);
+  });
+
+  const sent: string[] = [];
+
+  it('produces from the host to every partition leader (acks=all, idempotent) and consumes every value back', async () => {
+    expect(KEYS_PER_PARTITION).to.have.length(3);
+    // The leaders are spread over the three brokers: each is reached at its advertised address.
+    const [before] = await flotillaJson<Array<{ partitions: Partition[] }>>('topics', 'describe', 'orders');
+    expect(new Set(before.partitions.map((p) => p.leader)).size).to.equal(3);
+    for (const [p, key] of KEYS_PER_PARTITION.entries()) {
+      const lines = Array.from({ length: 50 }, (_, i) => `host-p${p}-${i}`);
+      await produce('orders', key, lines, '--acks', 'all', '--idempotent');
+      sent.push(...lines);
+    }
+    const [after] = await flotillaJson<Array<{ partitions: Partition[] }>>('topics', 'describe', 'orders');
+    expect(after.partitions.map((p) => p.highWatermark)).to.deep.equal([50, 50, 50]);
+    expect(sorted(await consumeAll('orders', sent.length))).to.deep.equal(sorted(sent));
   });
 
   it('a killed broker is fenced, its leaderships move, `flotilla events` says why; started again it is unfenced', async () => {
@@ -104,6 +148,14 @@ describe('compose cluster (deploy/compose/docker-compose.yml) from the host', fu
       expect(p.status).to.equal('under-replicated');
       expect(p.why).to.match(/broker 2 fenced/);
     }
+
+    // Two in-sync replicas of three still meet min.insync.replicas=2: acks=all works.
+    for (const key of KEYS_PER_PARTITION) {
+      const lines = Array.from({ length: 10 }, (_, i) => `without-2-${key}-${i}`);
+      await produce('orders', key, lines, '--acks', 'all');
+      sent.push(...lines);
+    }
+    expect(sorted(await consumeAll('orders', sent.length))).to.deep.equal(sorted(sent));
 
     await compose(['start', 'broker-2']);
     await eventually('broker 2 unfenced again', 60_000, async () => {

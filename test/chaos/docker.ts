@@ -19,11 +19,11 @@ export class CommandError extends Error {
   }
 }
 
-/** Runs a command; resolves with stdout, rejects with CommandError (stderr included). */
-export function run(file: string, args: readonly string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<string> {
+/** Runs a command (with `input` on its stdin); resolves with stdout, rejects with CommandError (stderr included). */
+export function run(file: string, args: readonly string[], timeoutMs = COMMAND_TIMEOUT_MS, input?: string): Promise<string> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    execFile(file, [...args], { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+    const child = execFile(file, [...args], { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       const tookMs = Date.now() - started;
       if (tookMs > SLOW_COMMAND_MS) process.stderr.write(`chaos: slow command (${tookMs} ms): ${file} ${args.join(' ').slice(0, 200)}\n`);
       if (err) {
@@ -33,6 +33,8 @@ export function run(file: string, args: readonly string[], timeoutMs = COMMAND_T
         resolve(stdout);
       }
     });
+    child.stdin?.on('error', () => undefined); // a child that exits early: its error says why
+    child.stdin?.end(input ?? '');
   });
 }
 

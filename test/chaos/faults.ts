@@ -32,9 +32,21 @@ export async function stopGracefully(c: ChaosCluster, n: ChaosNode): Promise<Hea
   return () => ensureRunning(c, n);
 }
 
+const PAUSE_ATTEMPTS = 5;
+
 /** Freezes every process of the node (cgroup freezer): it neither sends nor answers. */
 export async function pause(c: ChaosCluster, n: ChaosNode): Promise<Heal> {
-  await docker(['pause', n.containerName]);
+  // runc gives up ("unable to freeze") when a task will not freeze in time, e.g. one in an
+  // uninterruptible fsync on a loaded machine; it thaws what it froze. Try again, bounded.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await docker(['pause', n.containerName]);
+      break;
+    } catch (e) {
+      if (attempt >= PAUSE_ATTEMPTS || !/unable to freeze/.test((e as Error).message)) throw e;
+      await sleep(500);
+    }
+  }
   return async () => {
     if ((await containerState(n.containerName)) === 'paused') await docker(['unpause', n.containerName]);
     await ensureRunning(c, n);

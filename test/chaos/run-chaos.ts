@@ -9,7 +9,7 @@ import type { ChaosNode } from './cluster';
 import { HistoryRecorder, type FaultRecord } from './history';
 import { QuorumSampler, collectControllerLogs, leaderObservationsFromLogs } from './raft-observer';
 import { ALL_FAULT_TYPES, FaultScheduler, freshSeed, type FaultSpec, type FaultType } from './scheduler';
-import { MetadataWorkload, type Workload, type WorkloadContext } from './workload';
+import { MetadataWorkload, ProduceConsumeWorkload, type Workload, type WorkloadContext, type WorkloadResult } from './workload';
 import { Prng } from '../sim/prng';
 
 // The chaos run (`make chaos`): a containerized cluster, a workload recording its history,
@@ -17,6 +17,7 @@ import { Prng } from '../sim/prng';
 //
 //   node dist/test/chaos/run-chaos.js [--seed N] [--duration-s S] [--brokers 3|5]
 //        [--image flotilla:latest] [--report-dir data/chaos] [--keep] [--only kill,pause,...]
+//        [--workloads metadata,records]
 //
 // Without --duration-s the run is CI-sized: every fault type once. With it, faults keep
 // coming (seeded) until S seconds of faults have passed. Exit 0 when every check passes.
@@ -29,7 +30,11 @@ interface Args {
   reportDir: string;
   keep: boolean;
   only?: FaultType[];
+  workloads: WorkloadName[];
 }
+
+const WORKLOADS = ['metadata', 'records'] as const;
+type WorkloadName = (typeof WORKLOADS)[number];
 
 /** Bound on faults in one run, whatever the duration. */
 const FAULTS_MAX = 500;
@@ -40,7 +45,7 @@ const QUIET_BETWEEN_FAULTS_MS = 2_000;
 const REPORTS_KEPT = 20;
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seed: freshSeed(), brokers: 3, image: process.env.FLOTILLA_IMAGE ?? 'flotilla:latest', reportDir: 'data/chaos', keep: false };
+  const a: Args = { seed: freshSeed(), brokers: 3, image: process.env.FLOTILLA_IMAGE ?? 'flotilla:latest', reportDir: 'data/chaos', keep: false, workloads: [...WORKLOADS] };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     const num = (name: string): number => {
@@ -61,6 +66,14 @@ function parseArgs(argv: readonly string[]): Args {
         const bad = types.filter((t) => !ALL_FAULT_TYPES.includes(t));
         if (types.length === 0 || bad.length > 0) throw new Error(`--only takes fault types from ${ALL_FAULT_TYPES.join(',')}`);
         a.only = types;
+        i++;
+        break;
+      }
+      case '--workloads': {
+        const names = (v ?? '').split(',').filter(Boolean) as WorkloadName[];
+        const bad = names.filter((n) => !WORKLOADS.includes(n));
+        if (names.length === 0 || bad.length > 0) throw new Error(`--workloads takes names from ${WORKLOADS.join(',')}`);
+        a.workloads = [...new Set(names)];
         i++;
         break;
       }
@@ -132,6 +145,23 @@ async function applyFault(c: ChaosCluster, spec: FaultSpec, nodes: ChaosNode[]):
   };
 }
 
+/**
+ * The report as JSON: readable (indented) except the history, one operation per line — a
+ * run records some 10^5 operations, and indenting each field would triple the file.
+ */
+function writeReport(file: string, report: { history: readonly unknown[] } & Record<string, unknown>): void {
+  const { history, ...rest } = report;
+  const head = JSON.stringify(rest, null, 1).replace(/\n}$/, '');
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, `${head},\n "history": [\n`);
+    history.forEach((op, i) => fs.writeSync(fd, `  ${JSON.stringify(op)}${i < history.length - 1 ? ',' : ''}\n`));
+    fs.writeSync(fd, ' ]\n}\n');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Reports of earlier runs beyond the newest REPORTS_KEPT are deleted (each holds logs and a history). */
 function pruneOldReports(dir: string): void {
   const runs = fs
@@ -167,10 +197,13 @@ async function main(): Promise<number> {
     const history = new HistoryRecorder();
     const scheduler = new FaultScheduler(args.seed, args.only);
     const ctx: WorkloadContext = { cluster, history, prng: new Prng(args.seed ^ 0x5eed), log };
-    const workload: Workload = new MetadataWorkload({ prefix: `chaos-${args.seed}` });
+    const workloads: Workload[] = args.workloads.map((w) =>
+      w === 'metadata' ? new MetadataWorkload({ prefix: `chaos-${args.seed}` }) : new ProduceConsumeWorkload({ prefix: `chaos-${args.seed}`, readBackTimeoutMs: READ_BACK_DEADLINE_MS - 2_000 }),
+    );
+    for (const w of workloads) await w.prepare?.(ctx);
     const sampler = new QuorumSampler(cluster);
     sampler.start(history.startedAtMs);
-    workload.start(ctx);
+    for (const w of workloads) w.start(ctx);
     await sleep(3_000);
 
     const durationMs = (args.durationS ?? 0) * 1000;
@@ -211,12 +244,13 @@ async function main(): Promise<number> {
       await sleep(QUIET_BETWEEN_FAULTS_MS);
     }
 
-    await workload.stop();
+    await Promise.all(workloads.map((w) => w.stop()));
     const lastHealMs = Math.max(0, ...history.faultRecords().map((f) => f.healMs));
     await cluster.waitWhole(WHOLE_TIMEOUT_MS).catch((e: Error) => log(`cluster not whole at the end: ${e.message}`));
     await sampler.stop();
     const readStart = history.now();
-    const result = await workload.finish(ctx);
+    // In parallel: each read-back is judged against the same bound after the last heal.
+    const results: WorkloadResult[] = await Promise.all(workloads.map((w) => w.finish(ctx)));
     const readBackMs = history.now() - lastHealMs;
     const readBackOk = history.now() - readStart <= READ_BACK_DEADLINE_MS;
 
@@ -224,9 +258,11 @@ async function main(): Promise<number> {
     const leaders = checkLeaders(observations);
     const controllerLogs = await collectControllerLogs(cluster, 30_000);
     const identical = checkControllerLogs(controllerLogs);
-    const availability = checkUnavailability(history.operations(), history.faultRecords());
+    // Metadata writes only: produce and consume are measured by the records workload.
+    const availability = checkUnavailability(history.operations(), history.faultRecords(), new Set(['create-topic', 'delete-topic']));
     const recovered = history.faultRecords().every((f) => f.recoveredMs !== undefined);
-    passed = result.valid && leaders.valid && identical.valid && recovered && readBackOk;
+    const workloadsValid = results.every((r) => r.valid);
+    passed = workloadsValid && leaders.valid && identical.valid && recovered && readBackOk;
 
     for (const n of cluster.nodes) fs.writeFileSync(path.join(reportDir, `${n.name}.log`), await cluster.logs(n));
     const report = {
@@ -237,7 +273,7 @@ async function main(): Promise<number> {
       brokers: args.brokers,
       faults: history.faultRecords(),
       checks: {
-        workload: result,
+        workloads: results,
         leaders,
         controllerLogs: identical,
         availability,
@@ -246,20 +282,31 @@ async function main(): Promise<number> {
       },
       history: history.operations(),
     };
-    fs.writeFileSync(path.join(reportDir, 'report.json'), `${JSON.stringify(report, null, 1)}\n`);
+    writeReport(path.join(reportDir, 'report.json'), report);
 
-    log('recovery per fault type (ms from heal to whole; longest stretch without a successful write):');
+    log('recovery per fault type (ms from heal to whole; longest stretch without a successful metadata write / acknowledged send / record read):');
+    const byKind = [
+      { kind: 'metadata', perType: args.workloads.includes('metadata') ? availability.perType : [] },
+      ...results.flatMap((r) => Object.entries(r.availability ?? {}).map(([kind, perType]) => ({ kind, perType }))),
+    ];
     for (const t of availability.perType) {
-      log(`  ${t.type.padEnd(17)} faults=${t.faults} recovery<=${t.recoveryMsMax ?? 'never'} longest-gap=${t.longestGapMsMax} failed-ops=${t.failedOps}`);
+      const gaps = byKind
+        .map(({ kind, perType }) => {
+          const x = perType.find((p) => p.type === t.type);
+          return x ? `${kind}-gap=${x.longestGapMsMax}${x.failedOps > 0 ? `(${x.failedOps} failed)` : ''}` : '';
+        })
+        .filter(Boolean)
+        .join(' ');
+      log(`  ${t.type.padEnd(17)} faults=${t.faults} recovery<=${t.recoveryMsMax ?? 'never'} ${gaps}`);
     }
     const summary =
       `chaos: ${passed ? 'PASS' : 'FAIL'} seed=${args.seed} faults=${history.faultRecords().length} ` +
       `(${new Set(history.faultRecords().map((f) => f.type)).size} types) ops=${history.operations().length} ` +
-      `${result.name}[${result.summary}] leaders[${leaders.valid ? 'one per term' : `VIOLATED in ${leaders.violations.length} terms`}, ${leaders.terms} terms] ` +
+      `${results.map((r) => `${r.name}[${r.summary}]`).join(' ')} leaders[${leaders.valid ? 'one per term' : `VIOLATED in ${leaders.violations.length} terms`}, ${leaders.terms} terms] ` +
       `controllers[${identical.valid ? 'identical' : 'DIFFER'} at offset ${controllerLogs[0]?.imageOffset}] ` +
       `recovered=${recovered ? 'all' : 'NOT ALL'} read-back=${(readBackMs / 1000).toFixed(1)}s-after-last-heal${readBackOk ? '' : '(TOO SLOW)'} wall=${Math.round((Date.now() - runStart) / 1000)}s report=${path.join(reportDir, 'report.json')}`;
     log(summary);
-    if (!result.valid) log(`workload anomalies: ${JSON.stringify(result.details)}`);
+    for (const r of results) if (!r.valid) log(`${r.name} anomalies: ${JSON.stringify(r.details).slice(0, 20_000)}`);
     if (!leaders.valid) log(`leader violations: ${JSON.stringify(leaders.violations)}`);
     if (!identical.valid) log(`controller logs: ${JSON.stringify({ divergent: identical.divergent, images: identical.imageMismatch, offsets: identical.offsets })}`);
     return passed ? 0 : 1;
