@@ -92,6 +92,8 @@ interface BalanceCheck {
 interface PendingProposal {
   readonly bytes: Uint8Array;
   readonly records: readonly MetadataRecord[];
+  /** Settles true once committed and applied, false when dropped. */
+  outcome?: Promise<boolean>;
 }
 
 interface ReadWaiter {
@@ -709,10 +711,33 @@ export class QuorumController implements StateMachine {
   /** Generate records against the speculative image, propose them, answer after apply. */
   private async write<T>(generate: (image: MetadataImage, nowMs: number) => Plan<T>): Promise<T> {
     await this.becomeReady();
-    const plan = generate(this.spec(), this.nowMs());
-    if (plan.records.length === 0) return plan.done(null);
+    // An answer read from the speculative image (a refusal such as TOPIC_ALREADY_EXISTS, or a
+    // plan with nothing to write) may rest on proposals not committed yet: it is given only
+    // once they are — if one is dropped instead (a leadership change), the answer would be
+    // about a state that never existed, so the request fails retriably (KRaft does the same:
+    // a read completes when the offset it read is committed). Found by the chaos suite: a
+    // client was told TOPIC_ALREADY_EXISTS for a topic whose only create was then lost.
+    const readUpTo = this.pending.length > 0 ? this.pending[this.pending.length - 1]!.outcome : undefined;
+    let plan: Plan<T>;
+    try {
+      plan = generate(this.spec(), this.nowMs());
+    } catch (err) {
+      if (readUpTo !== undefined) await this.confirmRead(readUpTo);
+      throw err;
+    }
+    if (plan.records.length === 0) {
+      if (readUpTo !== undefined) await this.confirmRead(readUpTo);
+      return plan.done(null);
+    }
     const { index } = await this.propose(plan.records);
     return plan.done(index);
+  }
+
+  /** Waits for the proposals an answer was read from; PROPOSAL_DROPPED when one was dropped. */
+  private async confirmRead(outcome: Promise<boolean>): Promise<void> {
+    if (!(await outcome)) {
+      throw new FlotillaError('PROPOSAL_DROPPED', 'the answer rested on a metadata change that was dropped before it committed (leadership changed); retry');
+    }
   }
 
   private async propose(records: MetadataRecord[]): Promise<{ index: number; term: number }> {
@@ -728,8 +753,13 @@ export class QuorumController implements StateMachine {
     this.pending.push(entry);
     // Offsets of speculative records are estimates; nothing reads them before commit.
     this.speculative = replayOnto(spec, records, this.committed.offset + this.pending.length);
+    const proposed = this.log.propose(bytes);
+    entry.outcome = proposed.then(
+      () => true,
+      () => false,
+    );
     try {
-      return await this.log.propose(bytes);
+      return await proposed;
     } catch (err) {
       const i = this.pending.indexOf(entry);
       if (i >= 0) {

@@ -627,17 +627,40 @@ describe('controller/quorum QuorumController', () => {
       const firstRejected = rejection(first);
       await new Promise((r) => setImmediate(r));
       expect(h.log.heldCount()).to.equal(1);
-      // The second create sees the first through the speculative image.
-      await expectCode(h.c.createTopic({ name: 'pending', partitions: 1, replicationFactor: 1 }), 'TOPIC_ALREADY_EXISTS');
+      // The second create sees the first through the speculative image, but its refusal
+      // rests on an uncommitted change: it is not answered before that change settles...
+      let secondSettled = false;
+      const second = rejection(h.c.createTopic({ name: 'pending', partitions: 1, replicationFactor: 1 })).finally(() => (secondSettled = true));
+      await new Promise((r) => setImmediate(r));
+      expect(secondSettled, 'no answer while the first create is uncommitted').to.equal(false);
 
       h.log.loseLeadership();
       h.c.onLeadershipChange(false, h.clock.now);
       expect((await firstRejected).name).to.equal('NOT_CONTROLLER');
+      // ...and since it was dropped, the second is told to retry, never TOPIC_ALREADY_EXISTS.
+      const err2 = await second;
+      expect(err2.name).to.equal('PROPOSAL_DROPPED');
+      expect(err2.retriable).to.equal(true);
       h.log.autoCommit = true;
       h.log.becomeLeader();
       h.c.onLeadershipChange(true, h.clock.now);
       const created = await h.c.createTopic({ name: 'pending', partitions: 1, replicationFactor: 1 });
       expect(created.name).to.equal('pending');
+    });
+
+    it('a refusal read from an uncommitted create is answered only once that create commits (then TOPIC_ALREADY_EXISTS)', async () => {
+      const h = setup();
+      await addBroker(h, 1);
+      h.log.autoCommit = false;
+      const first = h.c.createTopic({ name: 'dup', partitions: 1, replicationFactor: 1 });
+      await new Promise((r) => setImmediate(r));
+      let settled = false;
+      const second = rejection(h.c.createTopic({ name: 'dup', partitions: 1, replicationFactor: 1 })).finally(() => (settled = true));
+      await new Promise((r) => setImmediate(r));
+      expect(settled).to.equal(false);
+      h.log.commitAll();
+      expect((await first).name).to.equal('dup');
+      expect((await second).name).to.equal('TOPIC_ALREADY_EXISTS');
     });
 
     it('bounds proposals in flight: beyond the limit a request fails PROPOSAL_DROPPED (retriable)', async () => {
