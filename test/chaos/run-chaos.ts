@@ -188,6 +188,11 @@ async function main(): Promise<number> {
   const runStart = Date.now();
   const cluster = await ChaosCluster.start({ image: args.image, runId, brokers: args.brokers, log });
   let passed = false;
+  let logsSaved = false;
+  const saveLogs = async (): Promise<void> => {
+    for (const n of cluster.nodes) fs.writeFileSync(path.join(reportDir, `${n.name}.log`), await cluster.logs(n));
+    logsSaved = true;
+  };
   try {
     await cluster.waitWhole(WHOLE_TIMEOUT_MS);
     const setupAdmin = await cluster.admin(undefined, { totalTimeoutMs: 30_000, requestTimeoutMs: 5_000 });
@@ -264,7 +269,7 @@ async function main(): Promise<number> {
     const workloadsValid = results.every((r) => r.valid);
     passed = workloadsValid && leaders.valid && identical.valid && recovered && readBackOk;
 
-    for (const n of cluster.nodes) fs.writeFileSync(path.join(reportDir, `${n.name}.log`), await cluster.logs(n));
+    await saveLogs();
     const report = {
       seed: args.seed,
       runId,
@@ -311,6 +316,8 @@ async function main(): Promise<number> {
     if (!identical.valid) log(`controller logs: ${JSON.stringify({ divergent: identical.divergent, images: identical.imageMismatch, offsets: identical.offsets })}`);
     return passed ? 0 : 1;
   } finally {
+    // A run that aborted (a fault that could not be applied or healed) keeps its nodes' logs too.
+    if (!logsSaved) await saveLogs().catch((e: Error) => log(`cannot save the nodes' logs: ${e.message}`));
     if (args.keep && !passed) {
       log(`--keep: cluster left running (containers labelled flotilla.chaos=${runId}); make chaos removes it next time`);
       await cluster.closeClients();
