@@ -49,6 +49,9 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // Reconnect quickly to a restarted peer: the default backoff grows to two minutes.
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 1_000,
+  // A peer restarted under the same name may come back at another IP (containers): look the
+  // name up again within a second of a failure, not after grpc-js's default 30 s.
+  'grpc.dns_min_time_between_resolutions_ms': 1_000,
 };
 
 export const SERVER_OPTIONS: grpc.ServerOptions = {
