@@ -12,24 +12,27 @@ import type { RecordInput } from '../broker/log';
 // for tail reads alone, which is what matters on a shared, noisy
 // machine; wall-clock rates are printed too but are not comparable between runs.
 //
-//   node dist/bench/log-path.js [--batches 3000] [--records 64] [--value-bytes 1024] [--runs 2]
+//   node dist/bench/log-path.js [--batches 3000] [--records 64] [--value-bytes 1024] [--runs 2] [--tail-cache-bytes N]
 
 interface Args {
   batches: number;
   records: number;
   valueBytes: number;
   runs: number;
+  /** LogConfig.tailCacheBytes for both logs; undefined = the default. */
+  tailCacheBytes?: number;
 }
 
 function parseArgs(argv: string[]): Args {
   const a: Args = { batches: 3000, records: 64, valueBytes: 1024, runs: 2 };
   for (let i = 0; i < argv.length; i += 2) {
     const v = Number(argv[i + 1]);
-    if (!Number.isSafeInteger(v) || v < 1) throw new Error(`${argv[i]} needs a positive integer`);
+    if (!Number.isSafeInteger(v) || v < (argv[i] === '--tail-cache-bytes' ? 0 : 1)) throw new Error(`${argv[i]} needs a positive integer`);
     if (argv[i] === '--batches') a.batches = v;
     else if (argv[i] === '--records') a.records = v;
     else if (argv[i] === '--value-bytes') a.valueBytes = v;
     else if (argv[i] === '--runs') a.runs = v;
+    else if (argv[i] === '--tail-cache-bytes') a.tailCacheBytes = v;
     else throw new Error(`unknown option ${argv[i]}`);
   }
   return a;
@@ -43,8 +46,9 @@ function cpuMicros(): number {
 async function runOnce(a: Args): Promise<{ roundUs: number; tailReadUs: number; wallMs: number }> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'flotilla-bench-log-'));
   try {
-    const leader = await PartitionLog.open({ dir: path.join(root, 'leader') });
-    const follower = await PartitionLog.open({ dir: path.join(root, 'follower') });
+    const config = a.tailCacheBytes === undefined ? {} : { tailCacheBytes: a.tailCacheBytes };
+    const leader = await PartitionLog.open({ dir: path.join(root, 'leader'), config });
+    const follower = await PartitionLog.open({ dir: path.join(root, 'follower'), config });
     const records: RecordInput[] = [];
     for (let i = 0; i < a.records; i++) records.push({ key: Buffer.from(`key-${i}`), value: Buffer.alloc(a.valueBytes, i), headers: [], timestampMs: 1_700_000_000_000 + i });
     const batch = encodeRecordBatch({ records });
@@ -61,8 +65,8 @@ async function runOnce(a: Args): Promise<{ roundUs: number; tailReadUs: number; 
     if (follower.logEndOffset !== a.batches * a.records) throw new Error(`follower ended at ${follower.logEndOffset}`);
     // Tail reads alone: one batch each (maxBytes 1), over the newest batches, as a caught-up
     // follower or consumer reads them.
-    const tailBatches = Math.min(a.batches, 200);
-    const tailRounds = 5;
+    const tailBatches = Math.min(a.batches, 16);
+    const tailRounds = 50;
     t = cpuMicros();
     for (let round = 0; round < tailRounds; round++) {
       for (let i = a.batches - tailBatches; i < a.batches; i++) await leader.read(i * a.records, 1, 'logEnd');
