@@ -9,8 +9,10 @@ import type { RecordInput } from '../broker/log';
 // stamped), then a follower reads it back from the leader's log at the tail (as a
 // replica fetch does) and appends it to its own log. It prints CPU µs per record (user +
 // system of the whole process, threadpool included, from process.cpuUsage) for the round and
-// for tail reads alone, which is what matters on a shared, noisy
-// machine; wall-clock rates are printed too but are not comparable between runs.
+// for tail reads alone, which is what matters on a shared, noisy machine. A third phase
+// times a new follower catching up on the whole log with 1 MiB reads (multi-batch reads
+// from the files, multi-batch appends). Wall-clock rates are printed too but are not
+// comparable between runs.
 //
 //   node dist/bench/log-path.js [--batches 3000] [--records 64] [--value-bytes 1024] [--runs 2] [--tail-cache-bytes N]
 
@@ -43,7 +45,7 @@ function cpuMicros(): number {
   return u.user + u.system;
 }
 
-async function runOnce(a: Args): Promise<{ roundUs: number; tailReadUs: number; wallMs: number }> {
+async function runOnce(a: Args): Promise<{ roundUs: number; tailReadUs: number; catchUpUs: number; wallMs: number }> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'flotilla-bench-log-'));
   try {
     const config = a.tailCacheBytes === undefined ? {} : { tailCacheBytes: a.tailCacheBytes };
@@ -72,9 +74,20 @@ async function runOnce(a: Args): Promise<{ roundUs: number; tailReadUs: number; 
       for (let i = a.batches - tailBatches; i < a.batches; i++) await leader.read(i * a.records, 1, 'logEnd');
     }
     const tailReadUs = (cpuMicros() - t) / (tailRounds * tailBatches * a.records);
+    // Catch-up: a new follower copies the whole log with 1 MiB reads (many batches per read
+    // and per append, mostly from the files).
+    const late = await PartitionLog.open({ dir: path.join(root, 'late'), config });
+    t = cpuMicros();
+    for (let i = 0; i < a.batches && late.logEndOffset < leader.logEndOffset; i++) {
+      const r = await leader.read(late.logEndOffset, 1024 * 1024, 'logEnd');
+      await late.append(r.records, { assignOffsets: false, leaderEpoch: 0 });
+    }
+    const catchUpUs = (cpuMicros() - t) / (a.batches * a.records);
+    if (late.logEndOffset !== leader.logEndOffset) throw new Error(`catch-up ended at ${late.logEndOffset}`);
+    await late.close();
     await leader.close();
     await follower.close();
-    return { roundUs: roundUs / (a.batches * a.records), tailReadUs, wallMs };
+    return { roundUs: roundUs / (a.batches * a.records), tailReadUs, catchUpUs, wallMs };
   } finally {
     await fs.rm(root, { recursive: true, force: true });
   }
@@ -89,7 +102,7 @@ async function main(): Promise<void> {
     const recsPerSec = Math.round((a.batches * a.records) / (r.wallMs / 1000));
     console.log(
       `run ${run}: ${a.batches} batches x ${a.records} records of ${a.valueBytes} B; CPU µs/record: round (leader append + tail read + follower append) ${r.roundUs.toFixed(2)}, ` +
-        `tail read alone ${r.tailReadUs.toFixed(2)} (wall ${recsPerSec} records/s)`,
+        `tail read alone ${r.tailReadUs.toFixed(2)}, catch-up (1 MiB reads + appends) ${r.catchUpUs.toFixed(2)} (wall ${recsPerSec} records/s)`,
     );
   }
 }

@@ -314,27 +314,34 @@ export class LogSegment {
   // ---- append ----
 
   /**
-   * Appends one validated batch at the end. The caller (PartitionLog) has checked the batch
-   * (CRC, rules, size), that it starts at nextOffset, and that it fits the segment.
+   * Appends validated batches at the end with one write: `bytes` is the batches back to back,
+   * `headers` theirs in order. The caller (PartitionLog) has checked the batches (CRC, rules,
+   * size), that they start at nextOffset and continue each other, and that they fit the
+   * segment.
    */
-  async append(batch: Buffer, h: RecordBatchHeader, nowMs: number): Promise<void> {
-    assert(h.baseOffset === this.nextOffset, `segment ${this.baseOffset}: append at ${h.baseOffset}, expected ${this.nextOffset}`);
-    assert(h.lastOffset - this.baseOffset <= MAX_RELATIVE_OFFSET, 'batch beyond the relative offset range');
-    assert(this.sizeBytes <= MAX_RELATIVE_OFFSET, 'segment position beyond int32');
-    const position = this.sizeBytes;
-    await writeFully(this.fh, batch, position);
-    this.sizeBytes += batch.length;
-    this.nextOffset = h.lastOffset + 1;
-    this.maxTimestampMs = Math.max(this.maxTimestampMs, h.maxTimestampMs);
+  async append(bytes: Buffer, headers: readonly RecordBatchHeader[], nowMs: number): Promise<void> {
+    const first = headers[0]!;
+    const lastHeader = headers[headers.length - 1]!;
+    assert(first.baseOffset === this.nextOffset, `segment ${this.baseOffset}: append at ${first.baseOffset}, expected ${this.nextOffset}`);
+    assert(lastHeader.lastOffset - this.baseOffset <= MAX_RELATIVE_OFFSET, 'batch beyond the relative offset range');
+    assert(this.sizeBytes + bytes.length - lastHeader.sizeBytes <= MAX_RELATIVE_OFFSET, 'segment position beyond int32');
+    assert(headers.reduce((n, h) => n + h.sizeBytes, 0) === bytes.length, 'the headers do not describe the bytes');
+    await writeFully(this.fh, bytes, this.sizeBytes);
     this.rollStartMs ??= nowMs;
-    if (position - this.lastIndexedPosition >= this.indexIntervalBytes) {
-      // In memory only: the files are written in batches (segment-index.ts), off this path.
-      const rel = h.baseOffset - this.baseOffset;
-      this.offsetIndex.append(rel, position);
-      this.timeIndex.append(this.maxTimestampMs, rel);
-      this.lastIndexedPosition = position;
-      if (this.offsetIndex.pendingCount >= INDEX_WRITE_BATCH_ENTRIES) await this.writeIndexes();
+    for (const h of headers) {
+      const position = this.sizeBytes;
+      this.sizeBytes += h.sizeBytes;
+      this.nextOffset = h.lastOffset + 1;
+      this.maxTimestampMs = Math.max(this.maxTimestampMs, h.maxTimestampMs);
+      if (position - this.lastIndexedPosition >= this.indexIntervalBytes) {
+        // In memory only: the files are written in batches (segment-index.ts), off this path.
+        const rel = h.baseOffset - this.baseOffset;
+        this.offsetIndex.append(rel, position);
+        this.timeIndex.append(this.maxTimestampMs, rel);
+        this.lastIndexedPosition = position;
+      }
     }
+    if (this.offsetIndex.pendingCount >= INDEX_WRITE_BATCH_ENTRIES) await this.writeIndexes();
   }
 
   /** Writes the index entries not yet in their files (no fsync). */

@@ -287,16 +287,31 @@ export class PartitionLog {
       const now = this.nowMs();
       let recordCount = 0;
       let maxTimestampMs = -1;
-      for (let i = 0; i < slices.length; i++) {
-        const h = headers[i]!;
-        await this.maybeRoll(h, now);
-        // The checkpoint is durable before the batch is written: a crash can leave an epoch
+      let i = 0;
+      while (i < slices.length) {
+        await this.maybeRoll(headers[i]!, now);
+        // The batches from i that go into this segment without another roll: one write.
+        const seg = this.active;
+        let end = i + 1;
+        let size = seg.sizeBytes + headers[i]!.sizeBytes;
+        while (end < slices.length && !this.needsRoll(seg, size, headers[end]!, now)) size += headers[end++]!.sizeBytes;
+        // The checkpoint is durable before the batches are written: a crash can leave an epoch
         // that starts past the log end (dropped on open), never a batch of an unknown epoch.
-        if (h.partitionLeaderEpoch > this.epochs.latestEpoch) await this.epochs.assign(h.partitionLeaderEpoch, h.baseOffset);
-        await this.active.append(slices[i]!, h, now);
-        this.tail.add(slices[i]!, h.baseOffset, h.lastOffset, this.config.tailCacheBytes);
-        recordCount += h.recordCount;
-        maxTimestampMs = Math.max(maxTimestampMs, h.maxTimestampMs);
+        for (let k = i; k < end; k++) {
+          const h = headers[k]!;
+          if (h.partitionLeaderEpoch > this.epochs.latestEpoch) await this.epochs.assign(h.partitionLeaderEpoch, h.baseOffset);
+        }
+        // splitBatches returns back-to-back subarrays of buf, so the group is one range of it.
+        const from = slices[i]!.byteOffset - buf.byteOffset;
+        const last = slices[end - 1]!;
+        await seg.append(buf.subarray(from, last.byteOffset - buf.byteOffset + last.length), headers.slice(i, end), now);
+        for (let k = i; k < end; k++) {
+          const h = headers[k]!;
+          this.tail.add(slices[k]!, h.baseOffset, h.lastOffset, this.config.tailCacheBytes);
+          recordCount += h.recordCount;
+          maxTimestampMs = Math.max(maxTimestampMs, h.maxTimestampMs);
+        }
+        i = end;
       }
       this.updateActiveTimestampPrefix();
       this.unflushedRecords += recordCount;
@@ -358,14 +373,23 @@ export class PartitionLog {
     }
   }
 
+  /**
+   * Whether `h` must start a new segment when `seg` (non-empty) holds `sizeBytes`: it would
+   * pass segment.bytes, the segment is older than segment.ms, or `h` is out of its offsets.
+   */
+  private needsRoll(seg: LogSegment, sizeBytes: number, h: RecordBatchHeader, nowMs: number): boolean {
+    const full = sizeBytes + h.sizeBytes > this.config.segmentBytes;
+    const old = seg.rollStartMs !== undefined && nowMs - seg.rollStartMs >= this.config.segmentMs;
+    const offsets = h.lastOffset - seg.baseOffset > MAX_RELATIVE_OFFSET;
+    return full || old || offsets;
+  }
+
   /** Starts a new segment before `h` when the active one is full, old, or out of offsets. */
   private async maybeRoll(h: RecordBatchHeader, nowMs: number): Promise<void> {
     const seg = this.active;
-    if (seg.isEmpty) return;
+    if (seg.isEmpty || !this.needsRoll(seg, seg.sizeBytes, h, nowMs)) return;
     const full = seg.sizeBytes + h.sizeBytes > this.config.segmentBytes;
     const old = seg.rollStartMs !== undefined && nowMs - seg.rollStartMs >= this.config.segmentMs;
-    const offsets = h.lastOffset - seg.baseOffset > MAX_RELATIVE_OFFSET;
-    if (!full && !old && !offsets) return;
     // A closed segment is durable: recovery validates only the tail of closed segments.
     await seg.sync();
     // The tail covers the active segment only; readers still on this one use the file.

@@ -130,6 +130,33 @@ describe('broker/log: partition log', function () {
       await follower.close();
     });
 
+    it('one append of many batches (written a segment at a time) crosses rolls and epochs: byte for byte, also after a crash', async () => {
+      const leader = await openLog(await tempDir('leader'), { segmentBytes: 1 << 20, indexIntervalBytes: 256 });
+      for (let i = 0; i < 60; i++) await leader.append(batch(1 + (i % 3), { tag: `m${i}.`, valueBytes: 40 + i }), LEADER(Math.floor(i / 20) * 2));
+      const all = await leader.read(0, 1 << 20);
+      expect(all.nextOffset).to.equal(leader.logEndOffset);
+      const dir = await tempDir('follower');
+      const follower = await openLog(dir, SMALL); // 4 KiB segments: the one append rolls several times
+      const res = await follower.append(all.records, FOLLOWER(4));
+      expect(res.batchCount).to.equal(60);
+      expect(follower.segmentBaseOffsets().length).to.be.greaterThan(2);
+      const check = async (l: PartitionLog, label: string): Promise<void> => {
+        expect(l.logEndOffset, label).to.equal(leader.logEndOffset);
+        expect(l.epochEntries(), label).to.deep.equal(leader.epochEntries());
+        const files = await Promise.all(l.segmentBaseOffsets().map((b) => fs.readFile(segmentLogPath(dir, b))));
+        expect(Buffer.compare(Buffer.concat(files), all.records), `${label}: the .log files hold the batches as sent`).to.equal(0);
+        for (let o = 0; o < leader.logEndOffset; o++) {
+          expect((await l.read(o, 1)).records, `${label}: read ${o}`).to.deep.equal((await leader.read(o, 1)).records);
+        }
+      };
+      await check(follower, 'live');
+      const crashed = await openLog(dir, SMALL); // never closed: an unclean shutdown
+      await check(crashed, 'after a crash');
+      await crashed.close();
+      await follower.close();
+      await leader.close();
+    });
+
     it('reads return whole batches only: at least one even past maxBytes, never a partial one', async () => {
       const log = await openLog(await tempDir());
       for (let i = 0; i < 10; i++) await log.append(batch(4), LEADER());
