@@ -41,7 +41,18 @@ export interface LogConfig {
   readonly flushMessages: number;
   /** flush.ms: fsync when the last flush is this old; MAX_SAFE_INTEGER or Infinity = never by time. */
   readonly flushMs: number;
+  /**
+   * Flotilla's own (no Kafka analogue): bytes of the newest batches the log keeps in memory to
+   * serve reads at the tail (follower fetches, caught-up consumers) without reading the file.
+   * 0 = none. Memory per partition replica: this much, a ring allocated at its first append.
+   */
+  readonly tailCacheBytes: number;
 }
+
+/** Default tail.cache.bytes: 2 MiB per partition replica, ~32 batches of 64 KiB. */
+export const DEFAULT_TAIL_CACHE_BYTES = 2 * 1024 * 1024;
+/** Upper bound for tailCacheBytes (memory is spent per partition replica). */
+export const MAX_TAIL_CACHE_BYTES = 256 * 1024 * 1024;
 
 const SEVEN_DAYS_MS = 7 * 24 * 60 * 60 * 1000;
 
@@ -57,6 +68,7 @@ export function logConfigFromTopicConfig(t: TopicConfig, extra: Partial<LogConfi
     retentionBytes: t.retentionBytes < 0 ? Infinity : t.retentionBytes,
     flushMessages: t.flushMessages,
     flushMs: t.flushMs,
+    tailCacheBytes: DEFAULT_TAIL_CACHE_BYTES,
     ...extra,
   });
 }
@@ -78,5 +90,6 @@ export function checkLogConfig(c: LogConfig): LogConfig {
   positive('retentionBytes', Infinity, 0);
   positive('flushMessages');
   positive('flushMs');
+  positive('tailCacheBytes', MAX_TAIL_CACHE_BYTES, 0);
   return Object.freeze({ ...c });
 }

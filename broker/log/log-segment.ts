@@ -29,6 +29,12 @@ export const LOG_FILE_SUFFIX = '.log';
 export const INDEX_FILE_SUFFIX = '.index';
 export const TIME_INDEX_FILE_SUFFIX = '.timeindex';
 const OFFSET_DIGITS = 20;
+/**
+ * Index entries are written to their files once this many are pending (and before every
+ * fsync and on close): one write per 256 entries, about 1 MiB of log at the default
+ * index.interval.bytes, instead of two writes per indexed batch on the append path.
+ */
+export const INDEX_WRITE_BATCH_ENTRIES = 256;
 /** Relative offsets and positions are int32 in the index files. */
 export const MAX_RELATIVE_OFFSET = 0x7fffffff;
 
@@ -102,8 +108,9 @@ export class LogSegment {
     const fh = await fs.open(p.log, 'w+');
     const offsetIndex = await OffsetIndex.open(p.index);
     const timeIndex = await TimeIndex.open(p.timeIndex);
-    await offsetIndex.truncateTo(0);
-    await timeIndex.truncateTo(0);
+    // replaceAll, not truncateTo: it also empties a file that holds only a torn entry.
+    await offsetIndex.replaceAll([], []);
+    await timeIndex.replaceAll([], []);
     return new LogSegment(dir, baseOffset, fh, offsetIndex, timeIndex, indexIntervalBytes);
   }
 
@@ -307,25 +314,40 @@ export class LogSegment {
   // ---- append ----
 
   /**
-   * Appends one validated batch at the end. The caller (PartitionLog) has checked the batch
-   * (CRC, rules, size), that it starts at nextOffset, and that it fits the segment.
+   * Appends validated batches at the end with one write: `bytes` is the batches back to back,
+   * `headers` theirs in order. The caller (PartitionLog) has checked the batches (CRC, rules,
+   * size), that they start at nextOffset and continue each other, and that they fit the
+   * segment.
    */
-  async append(batch: Buffer, h: RecordBatchHeader, nowMs: number): Promise<void> {
-    assert(h.baseOffset === this.nextOffset, `segment ${this.baseOffset}: append at ${h.baseOffset}, expected ${this.nextOffset}`);
-    assert(h.lastOffset - this.baseOffset <= MAX_RELATIVE_OFFSET, 'batch beyond the relative offset range');
-    assert(this.sizeBytes <= MAX_RELATIVE_OFFSET, 'segment position beyond int32');
-    const position = this.sizeBytes;
-    await writeFully(this.fh, batch, position);
-    this.sizeBytes += batch.length;
-    this.nextOffset = h.lastOffset + 1;
-    this.maxTimestampMs = Math.max(this.maxTimestampMs, h.maxTimestampMs);
+  async append(bytes: Buffer, headers: readonly RecordBatchHeader[], nowMs: number): Promise<void> {
+    const first = headers[0]!;
+    const lastHeader = headers[headers.length - 1]!;
+    assert(first.baseOffset === this.nextOffset, `segment ${this.baseOffset}: append at ${first.baseOffset}, expected ${this.nextOffset}`);
+    assert(lastHeader.lastOffset - this.baseOffset <= MAX_RELATIVE_OFFSET, 'batch beyond the relative offset range');
+    assert(this.sizeBytes + bytes.length - lastHeader.sizeBytes <= MAX_RELATIVE_OFFSET, 'segment position beyond int32');
+    assert(headers.reduce((n, h) => n + h.sizeBytes, 0) === bytes.length, 'the headers do not describe the bytes');
+    await writeFully(this.fh, bytes, this.sizeBytes);
     this.rollStartMs ??= nowMs;
-    if (position - this.lastIndexedPosition >= this.indexIntervalBytes) {
-      const rel = h.baseOffset - this.baseOffset;
-      await this.offsetIndex.append(rel, position);
-      await this.timeIndex.append(this.maxTimestampMs, rel);
-      this.lastIndexedPosition = position;
+    for (const h of headers) {
+      const position = this.sizeBytes;
+      this.sizeBytes += h.sizeBytes;
+      this.nextOffset = h.lastOffset + 1;
+      this.maxTimestampMs = Math.max(this.maxTimestampMs, h.maxTimestampMs);
+      if (position - this.lastIndexedPosition >= this.indexIntervalBytes) {
+        // In memory only: the files are written in batches (segment-index.ts), off this path.
+        const rel = h.baseOffset - this.baseOffset;
+        this.offsetIndex.append(rel, position);
+        this.timeIndex.append(this.maxTimestampMs, rel);
+        this.lastIndexedPosition = position;
+      }
     }
+    if (this.offsetIndex.pendingCount >= INDEX_WRITE_BATCH_ENTRIES) await this.writeIndexes();
+  }
+
+  /** Writes the index entries not yet in their files (no fsync). */
+  async writeIndexes(): Promise<void> {
+    await this.offsetIndex.writePending();
+    await this.timeIndex.writePending();
   }
 
   // ---- lookups ----
@@ -457,22 +479,23 @@ export class LogSegment {
     return this.nextOffset;
   }
 
-  /** fsync the .log and both indexes. */
+  /** fsync the .log and both indexes (their pending entries written first). */
   async sync(): Promise<void> {
     await this.fh.sync();
     await this.offsetIndex.sync();
     await this.timeIndex.sync();
   }
 
-  async close(): Promise<void> {
+  /** Closes the files, writing pending index entries first unless `discard`. */
+  async close(discard = false): Promise<void> {
     await this.fh.close();
-    await this.offsetIndex.close();
-    await this.timeIndex.close();
+    await this.offsetIndex.close(discard);
+    await this.timeIndex.close(discard);
   }
 
   /** Closes and unlinks the files: the .log first, so a crash leaves only orphan indexes. */
   async closeAndDelete(): Promise<void> {
-    await this.close();
+    await this.close(true);
     const p = LogSegment.filePaths(this.dir, this.baseOffset);
     await unlinkIfPresent(p.log);
     await unlinkIfPresent(p.index);

@@ -7,6 +7,7 @@ import type { Logger } from '../../shared/log';
 import { fsyncDir, isIoError, unlinkIfPresent, writeFileDurably } from './file-io';
 import { DEFAULT_LOG_CONFIG, LogConfig, checkLogConfig } from './log-config';
 import { EpochEndOffset, EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache } from './leader-epoch-cache';
+import { TailCache } from './tail-cache';
 import { LogSegment, MAX_RELATIVE_OFFSET, parseSegmentFileName, segmentFileStem } from './log-segment';
 import { RecordBatchHeader, splitBatches, stampBatch, validateRecordBatch } from '../../shared/records/record-batch';
 
@@ -32,6 +33,10 @@ import { RecordBatchHeader, splitBatches, stampBatch, validateRecordBatch } from
 // contiguous offsets, non-decreasing epochs) and cut at the first bad batch, its indexes
 // rebuilt; after a clean close only the batches after its last index entry are. Every
 // segment's index files are checked against its .log and rebuilt when they disagree.
+//
+// Reads at the log end (followers, caught-up consumers) are served from the active segment's
+// in-memory tail of the newest batches when it holds the offset asked for (bounded by
+// tailCacheBytes; the same bytes the file would give: README "The in-memory tail").
 //
 // The high watermark is held here, in memory only: the replica manager owns its value (it
 // advances it from follower fetches and checkpoints it, as Kafka's replication-offset-
@@ -118,6 +123,8 @@ export class PartitionLog {
   /** prefixMaxTimestamp[i] = the largest record timestamp in segments 0..i (-1 when none). */
   private prefixMaxTimestamp: number[] = [];
   private queue: Promise<void> = Promise.resolve();
+  private tailReads = 0;
+  private readonly tail = new TailCache();
   private failure: Error | undefined;
   private closed = false;
 
@@ -168,7 +175,8 @@ export class PartitionLog {
   /**
    * Replaces the settings (a topic config change). Applies from the next operation on:
    * segment.bytes/segment.ms at the next roll, max.message.bytes at the next append,
-   * retention at the next deleteOldSegments, flush at the next append or maybeFlush.
+   * retention at the next deleteOldSegments, flush at the next append or maybeFlush,
+   * tailCacheBytes at the next append.
    */
   reconfigure(config: Partial<LogConfig>): Promise<LogConfig> {
     const next = checkLogConfig({ ...this.cfg, ...config });
@@ -200,6 +208,16 @@ export class PartitionLog {
 
   get sizeBytes(): number {
     return this.segments.reduce((n, s) => n + s.sizeBytes, 0);
+  }
+
+  /** Reads served from the in-memory tail since open (the rest read the files). */
+  get readsFromMemory(): number {
+    return this.tailReads;
+  }
+
+  /** Bytes of batches held in the in-memory tail (at most tailCacheBytes). */
+  get tailCachedBytes(): number {
+    return this.tail.sizeBytes;
   }
 
   /** Base offsets of the segments, oldest first (the last is the active one). */
@@ -269,15 +287,31 @@ export class PartitionLog {
       const now = this.nowMs();
       let recordCount = 0;
       let maxTimestampMs = -1;
-      for (let i = 0; i < slices.length; i++) {
-        const h = headers[i]!;
-        await this.maybeRoll(h, now);
-        // The checkpoint is durable before the batch is written: a crash can leave an epoch
+      let i = 0;
+      while (i < slices.length) {
+        await this.maybeRoll(headers[i]!, now);
+        // The batches from i that go into this segment without another roll: one write.
+        const seg = this.active;
+        let end = i + 1;
+        let size = seg.sizeBytes + headers[i]!.sizeBytes;
+        while (end < slices.length && !this.needsRoll(seg, size, headers[end]!, now)) size += headers[end++]!.sizeBytes;
+        // The checkpoint is durable before the batches are written: a crash can leave an epoch
         // that starts past the log end (dropped on open), never a batch of an unknown epoch.
-        if (h.partitionLeaderEpoch > this.epochs.latestEpoch) await this.epochs.assign(h.partitionLeaderEpoch, h.baseOffset);
-        await this.active.append(slices[i]!, h, now);
-        recordCount += h.recordCount;
-        maxTimestampMs = Math.max(maxTimestampMs, h.maxTimestampMs);
+        for (let k = i; k < end; k++) {
+          const h = headers[k]!;
+          if (h.partitionLeaderEpoch > this.epochs.latestEpoch) await this.epochs.assign(h.partitionLeaderEpoch, h.baseOffset);
+        }
+        // splitBatches returns back-to-back subarrays of buf, so the group is one range of it.
+        const from = slices[i]!.byteOffset - buf.byteOffset;
+        const last = slices[end - 1]!;
+        await seg.append(buf.subarray(from, last.byteOffset - buf.byteOffset + last.length), headers.slice(i, end), now);
+        for (let k = i; k < end; k++) {
+          const h = headers[k]!;
+          this.tail.add(slices[k]!, h.baseOffset, h.lastOffset, this.config.tailCacheBytes);
+          recordCount += h.recordCount;
+          maxTimestampMs = Math.max(maxTimestampMs, h.maxTimestampMs);
+        }
+        i = end;
       }
       this.updateActiveTimestampPrefix();
       this.unflushedRecords += recordCount;
@@ -339,16 +373,27 @@ export class PartitionLog {
     }
   }
 
+  /**
+   * Whether `h` must start a new segment when `seg` (non-empty) holds `sizeBytes`: it would
+   * pass segment.bytes, the segment is older than segment.ms, or `h` is out of its offsets.
+   */
+  private needsRoll(seg: LogSegment, sizeBytes: number, h: RecordBatchHeader, nowMs: number): boolean {
+    const full = sizeBytes + h.sizeBytes > this.config.segmentBytes;
+    const old = seg.rollStartMs !== undefined && nowMs - seg.rollStartMs >= this.config.segmentMs;
+    const offsets = h.lastOffset - seg.baseOffset > MAX_RELATIVE_OFFSET;
+    return full || old || offsets;
+  }
+
   /** Starts a new segment before `h` when the active one is full, old, or out of offsets. */
   private async maybeRoll(h: RecordBatchHeader, nowMs: number): Promise<void> {
     const seg = this.active;
-    if (seg.isEmpty) return;
+    if (seg.isEmpty || !this.needsRoll(seg, seg.sizeBytes, h, nowMs)) return;
     const full = seg.sizeBytes + h.sizeBytes > this.config.segmentBytes;
     const old = seg.rollStartMs !== undefined && nowMs - seg.rollStartMs >= this.config.segmentMs;
-    const offsets = h.lastOffset - seg.baseOffset > MAX_RELATIVE_OFFSET;
-    if (!full && !old && !offsets) return;
     // A closed segment is durable: recovery validates only the tail of closed segments.
     await seg.sync();
+    // The tail covers the active segment only; readers still on this one use the file.
+    this.tail.clear();
     this.flushedOffset = seg.nextOffset;
     this.unflushedRecords = 0;
     this.lastFlushMs = nowMs;
@@ -387,6 +432,12 @@ export class PartitionLog {
       });
       if (fromOffset >= upper) return result(Buffer.alloc(0), fromOffset);
       const seg = this.segmentFor(fromOffset);
+      // Followers and caught-up consumers read the newest batches: serve them from memory.
+      const fromTail = seg === this.active ? this.tail.read(fromOffset, maxBytes, upper, this.logEndOffset) : undefined;
+      if (fromTail !== undefined) {
+        this.tailReads++;
+        return result(fromTail.bytes, fromTail.nextOffset);
+      }
       const { position } = await seg.locate(fromOffset);
       const r = await seg.read(position, fromOffset, maxBytes, upper);
       if (r.problem !== undefined) {
@@ -463,6 +514,7 @@ export class PartitionLog {
       // Newest first, so a crash in between leaves a contiguous prefix.
       while (this.segments.length > keep + 1) await this.segments.pop()!.closeAndDelete();
       await this.active.truncateTo(offset);
+      this.tail.truncateFrom(this.logEndOffset);
       await this.active.sync();
       await fsyncDir(this.dir);
       await this.epochs.truncateFromEnd(this.logEndOffset);
@@ -487,6 +539,7 @@ export class PartitionLog {
     const before = { start: this.logStartOffset, end: this.logEndOffset };
     // Newest first: a crash in between leaves a contiguous (shorter) log, which the follower
     // reconciles with its leader again; never a gap.
+    this.tail.clear();
     while (this.segments.length > 0) await this.segments.pop()!.closeAndDelete();
     await fsyncDir(this.dir);
     this.segments.push(await LogSegment.create(this.dir, offset, this.config.indexIntervalBytes));
@@ -581,6 +634,7 @@ export class PartitionLog {
         await writeFileDurably(path.join(this.dir, CLEAN_SHUTDOWN_FILE), 'clean\n');
         await fsyncDir(this.dir);
       }
+      this.tail.release();
       for (const s of this.segments) await s.close().catch(() => undefined);
     });
     this.queue = done.catch(() => undefined);

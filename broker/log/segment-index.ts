@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { writeFully } from './file-io';
 
 // The two sparse indexes of a segment (Kafka's OffsetIndex and TimeIndex), kept in memory as
-// sorted arrays and mirrored to a file of fixed-size big-endian entries, appended as they are
-// made. Both are binary-searched, so a lookup is O(log entries); the entries are sparse (one
+// sorted arrays and mirrored to a file of fixed-size big-endian entries. Both are binary-searched, so a lookup is O(log entries); the entries are sparse (one
 // per index.interval.bytes of log), so the scan after a lookup is bounded by that interval.
 //
 //   .index      8-byte entries: relativeOffset int32 (batch base offset - segment base),
@@ -14,6 +14,14 @@ import type { FileHandle } from 'node:fs/promises';
 // Entry i of both files is made for the same batch, so the two always have the same count.
 // The files are derived data: the segment checks them on open and rebuilds them from the
 // .log when they disagree with it (see log-segment.ts).
+//
+// Entries are written to the file lazily, not on the append path: `append` only adds to the
+// arrays, and `writePending` writes every entry not yet in the file with one write. The
+// segment calls it when enough entries are pending, before every fsync (roll, flush,
+// truncation) and on close. A crash can therefore leave a file that is a prefix of the
+// entries in memory (or a torn last entry); recovery handles both: after an unclean shutdown
+// the active segment is rebuilt from its first byte anyway, and a short but consistent file
+// is extended by the tail scan from its last entry (log-segment.ts recover).
 
 interface EntryCodec {
   readonly bytes: number;
@@ -42,6 +50,8 @@ const TIME_CODEC: EntryCodec = {
 class SparseIndex {
   protected readonly keys: number[] = [];
   protected readonly values: number[] = [];
+  /** Entries [0, writtenCount) are in the file; the file holds nothing past them (once recovered). */
+  private writtenCount = 0;
 
   protected constructor(
     private readonly fh: FileHandle,
@@ -70,6 +80,12 @@ class SparseIndex {
   protected load(keys: number[], values: number[]): void {
     this.keys.push(...keys);
     this.values.push(...values);
+    this.writtenCount = this.keys.length;
+  }
+
+  /** Entries in memory that are not in the file yet. */
+  get pendingCount(): number {
+    return this.keys.length - this.writtenCount;
   }
 
   get count(): number {
@@ -102,19 +118,32 @@ class SparseIndex {
     return found;
   }
 
-  async append(key: number, value: number): Promise<void> {
-    const buf = Buffer.allocUnsafe(this.codec.bytes);
-    this.codec.write(buf, 0, key, value);
-    await this.fh.write(buf, 0, buf.length, this.keys.length * this.codec.bytes);
+  /** Adds an entry in memory only; writePending puts it in the file. */
+  append(key: number, value: number): void {
     this.keys.push(key);
     this.values.push(value);
+  }
+
+  /** Writes the entries not yet in the file, with one write (a loop only on a partial write). */
+  async writePending(): Promise<void> {
+    const from = this.writtenCount;
+    const to = this.keys.length;
+    if (to <= from) return;
+    const bytes = this.codec.bytes;
+    const buf = Buffer.allocUnsafe((to - from) * bytes);
+    for (let i = from; i < to; i++) this.codec.write(buf, (i - from) * bytes, this.keys[i]!, this.values[i]!);
+    await writeFully(this.fh, buf, from * bytes);
+    this.writtenCount = to;
   }
 
   /** Keeps the first `count` entries, in memory and in the file. */
   async truncateTo(count: number): Promise<void> {
     this.keys.length = Math.min(count, this.keys.length);
     this.values.length = this.keys.length;
-    await this.fh.truncate(this.keys.length * this.codec.bytes);
+    if (this.writtenCount > this.keys.length) {
+      await this.fh.truncate(this.keys.length * this.codec.bytes);
+      this.writtenCount = this.keys.length;
+    }
   }
 
   /** Replaces every entry (after a rebuild), rewriting the file. */
@@ -128,12 +157,19 @@ class SparseIndex {
     this.load([...keys], [...values]);
   }
 
+  /** Writes the pending entries and fsyncs the file. */
   async sync(): Promise<void> {
+    await this.writePending();
     await this.fh.sync();
   }
 
-  async close(): Promise<void> {
-    await this.fh.close();
+  /** Closes the file, writing the pending entries first unless `discard` (the file is being deleted). */
+  async close(discard = false): Promise<void> {
+    try {
+      if (!discard) await this.writePending();
+    } finally {
+      await this.fh.close();
+    }
   }
 }
 
