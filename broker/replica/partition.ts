@@ -19,7 +19,8 @@ import type { ProducerGuard } from './producer-guard';
 //
 // High watermark (leader): min log end offset over the *maximal* ISR — the committed ISR plus
 // a member an in-flight AlterPartition is adding (KIP-497: the leader may count a new member
-// only once the controller agrees, but must already wait for it) — and it never advances while
+// only once the controller agrees, but must already wait for it), and one a failed request
+// may have added (until metadata shows the outcome) — and it never advances while
 // the committed ISR is smaller than min.insync.replicas (stricter than Kafka: a write can
 // become visible only once it is on min.insync.replicas replicas). Follower log end offsets
 // count only from fetches in the current leader epoch that passed the divergence check.
@@ -95,6 +96,15 @@ export class Partition {
   // ---- leader only ----
   private readonly followers = new Map<number, FollowerState>();
   private pendingIsr: readonly number[] | null = null;
+  /**
+   * An ISR change whose AlterPartition failed without a definite answer (a timeout; or a
+   * refusal of a retry, which may mean the first attempt committed): the controller may hold
+   * it. Its members stay in the high-watermark computation until a metadata update with a
+   * newer partition epoch says what was committed. Clearing them at the failure lost
+   * acknowledged records in chaos seed 7: an expansion committed unbeknown to the leader, which
+   * then advanced the HW without the new member, and the controller made that member leader.
+   */
+  private uncertainIsr: { readonly members: readonly number[]; readonly basedOnPartitionEpoch: number } | null = null;
   private leaderEpochStartOffset = 0;
   private ackWaiters: AckWaiter[] = [];
 
@@ -196,6 +206,7 @@ export class Partition {
       this.roleValue = 'leader';
       this.followers.clear();
       this.pendingIsr = null;
+      this.uncertainIsr = null;
       this.leaderEpochStartOffset = this.log.logEndOffset;
       const now = this.deps.nowMs();
       for (const r of state.replicas) {
@@ -212,6 +223,7 @@ export class Partition {
       this.roleValue = 'follower';
       this.followers.clear();
       this.pendingIsr = null;
+      this.uncertainIsr = null;
       this.failAckWaiters(() => this.notLeaderError());
       logger.info(fields, `became follower of ${this.label} (${state.leader >= 0 ? `leader ${state.leader}` : 'no leader'}) at leader epoch ${state.leaderEpoch}`);
     } else if (role === 'none') {
@@ -220,6 +232,7 @@ export class Partition {
     } else if (role === 'leader') {
       // Same leader epoch: a new ISR (ours, committed, or the controller's fencing).
       if (this.pendingIsr !== null && state.partitionEpoch > before.partitionEpoch) this.pendingIsr = null;
+      if (this.uncertainIsr !== null && state.partitionEpoch > this.uncertainIsr.basedOnPartitionEpoch) this.uncertainIsr = null;
       for (const r of state.replicas) if (r !== brokerId && !this.followers.has(r)) this.followers.set(r, { leo: -1, lastCaughtUpMs: 0, lastFetchLeaderLeo: -1, lastFetchMs: 0 });
       logger.debug(fields, `${this.label}: ISR now [${state.isr.join(',')}] (partition epoch ${state.partitionEpoch})`);
     }
@@ -427,6 +440,8 @@ export class Partition {
         (err: unknown) => {
           if (this.pendingIsr !== newIsr) return;
           this.pendingIsr = null;
+          // Outcome unknown: keep counting its members for the HW (see uncertainIsr).
+          if (this.state.partitionEpoch <= partitionEpoch) this.uncertainIsr = { members: newIsr, basedOnPartitionEpoch: partitionEpoch };
           const fields = { partition: this.label, newIsr, error: (err as Error).name, message: (err as Error).message };
           // STALE_PARTITION_EPOCH / NOT_LEADER: our metadata is behind; the next image decides.
           if (isFlotillaError(err) && !err.retriable) this.deps.logger.info(fields, `${this.label}: ISR change refused`);
@@ -441,7 +456,7 @@ export class Partition {
     if (this.roleValue !== 'leader') return;
     if (this.state.isr.length < this.topicConfig.minInsyncReplicas) return;
     let hw = this.log.logEndOffset;
-    const members = new Set([...this.state.isr, ...(this.pendingIsr ?? [])]);
+    const members = new Set([...this.state.isr, ...(this.pendingIsr ?? []), ...(this.uncertainIsr?.members ?? [])]);
     for (const r of members) {
       if (r === this.deps.brokerId) continue;
       const f = this.followers.get(r);

@@ -26,11 +26,14 @@ class FakeController {
     for (const r of this.held?.splice(0) ?? []) r();
     this.held = null;
   }
+  /** While true, a change is committed but its answer is lost (the caller sees a timeout). */
+  loseAnswers = false;
   async alter(req: IsrChangeRequest): Promise<PartitionState> {
     this.requests.push(req);
     if (this.held !== null) await new Promise<void>((resolve) => this.held!.push(resolve));
     if (req.partitionEpoch !== this.state.partitionEpoch) return Promise.reject(new FlotillaError('STALE_PARTITION_EPOCH', 'stale'));
     this.state = { ...this.state, isr: [...req.newIsr], partitionEpoch: this.state.partitionEpoch + 1 };
+    if (this.loseAnswers) return Promise.reject(new FlotillaError('REQUEST_TIMED_OUT', 'fake: the answer was lost; it may or may not have been applied'));
     return Promise.resolve(this.state);
   }
 }
@@ -245,6 +248,41 @@ describe('broker/replica Partition', function () {
     await settle(leader);
     expect(leader.p.isr).to.deep.equal([1, 2, 3]);
     void config;
+  });
+
+  it('an ISR expansion whose AlterPartition outcome is unknown keeps counting the new member for the high watermark until metadata says (chaos seed 7 lost acked records)', async () => {
+    const { r, controller, clock, config } = await trio();
+    const [leader, f2, f3] = r as [Replica, Replica, Replica];
+    const b = batchOf(['1', '2']);
+    // Shrink 3 away (it stops fetching), as in the test above.
+    await leader.p.appendAsLeader(b.records, b.headers, 1);
+    await fetchRound(f2, leader);
+    await fetchRound(f3, leader);
+    clock.advance(LAG_MS + 1);
+    await fetchRound(f2, leader);
+    await fetchRound(f2, leader);
+    leader.p.maybeShrinkIsr();
+    await settle(leader);
+    expect(leader.p.isr).to.deep.equal([1, 2]);
+    // 3 catches up; the expansion commits at the controller but its answer is lost.
+    controller.loseAnswers = true;
+    for (let i = 0; i < 3; i++) await fetchRound(f3, leader);
+    expect(controller.requests.at(-1)!.newIsr).to.deep.equal([1, 2, 3]);
+    expect(controller.state.isr, 'committed at the controller').to.deep.equal([1, 2, 3]);
+    await settle(leader);
+    const f3End = f3.p.fetchPosition().fetchOffset;
+    // More records, replicated to 2 only: the HW must not pass what 3 has, since the
+    // controller may (and here does) count 3 in the ISR and could make it leader.
+    await leader.p.appendAsLeader(b.records, b.headers, 1);
+    await leader.p.appendAsLeader(b.records, b.headers, 1);
+    await fetchRound(f2, leader);
+    await fetchRound(f2, leader);
+    expect(leader.p.highWatermark, 'HW bounded by the uncertain member').to.be.at.most(f3End);
+    // The metadata update settles it: 3 is in the ISR; once it fetches, the HW moves on.
+    await leader.p.applyMetadata(controller.state, config);
+    await fetchRound(f3, leader);
+    await fetchRound(f3, leader);
+    expect(leader.p.highWatermark).to.equal(leader.p.logEndOffset);
   });
 
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) {
