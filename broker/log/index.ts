@@ -20,21 +20,5 @@ export type { LogConfig } from './log-config';
 export { LeaderEpochCache, LEADER_EPOCH_CHECKPOINT_FILE, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET } from './leader-epoch-cache';
 export type { EpochEntry, EpochEndOffset } from './leader-epoch-cache';
 export { segmentFileStem, parseSegmentFileName } from './log-segment';
-export {
-  encodeRecordBatch,
-  decodeRecordBatch,
-  decodeRecordBatches,
-  validateRecordBatch,
-  readBatchHeader,
-  checkBatch,
-  splitBatches,
-  BATCH_HEADER_BYTES,
-  RECORD_BATCH_MAGIC,
-  MAX_TIMESTAMP_MS,
-  NO_PRODUCER_ID,
-  NO_PRODUCER_EPOCH,
-  NO_SEQUENCE,
-  NO_PARTITION_LEADER_EPOCH,
-} from '../../shared/records/record-batch';
-export type { RecordBatch, RecordBatchHeader, RecordBatchInput, RecordInput, RecordHeader, LogRecord } from '../../shared/records/record-batch';
-export { crc32c } from '../../shared/records/crc32c';
+// The record batch format itself lives in shared/records (the client encodes the same bytes).
+export * from '../../shared/records';
