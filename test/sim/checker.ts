@@ -92,8 +92,12 @@ export class Checker {
   private readonly leaderOf = new Map<number, NodeId>();
   /** `${node}/${term}` -> vote persisted in that term (a node votes at most once per term). */
   private readonly votes = new Map<string, NodeId>();
-  /** `${index}/${term}` -> content and the term before it, as first seen in any log. */
-  private readonly logIndex = new Map<string, { key: string; prevTerm: number | undefined; desc: string; by: string }>();
+  /**
+   * `${index}/${term}` -> content and the term before it, as first seen in any log.
+   * `memOf` names the node while the entry has been seen only in that node's memory: it
+   * never reached a disk or the network, so a crash of that node erases it (see onCrash).
+   */
+  private readonly logIndex = new Map<string, { key: string; prevTerm: number | undefined; desc: string; by: string; memOf: string | undefined }>();
   /** The one committed log, index -> entry, as learned from commits and applies. */
   private readonly canonical: (Committed | undefined)[] = [];
   /** Hash of the state machine after applying through index (state machine safety). */
@@ -148,6 +152,7 @@ export class Checker {
    * (index, term) pair always names the same content and the same previous term.
    */
   onLogSegment(by: string, prevIndex: number, prevTerm: number | undefined, entries: readonly Entry[]): void {
+    const memOwner = by.endsWith('(mem)') ? by.slice(0, -'(mem)'.length) : undefined;
     let pi = prevIndex;
     let pt = prevTerm;
     for (const e of entries) {
@@ -157,17 +162,31 @@ export class Checker {
       const key = `${e.type}|${dataKey(e.data)}`;
       const seen = this.logIndex.get(k);
       if (seen === undefined) {
-        this.logIndex.set(k, { key, prevTerm: pt, desc: describeEntry(e), by });
+        this.logIndex.set(k, { key, prevTerm: pt, desc: describeEntry(e), by, memOf: memOwner });
       } else {
+        if (seen.memOf !== undefined && seen.memOf !== memOwner) this.logIndex.set(k, { ...seen, memOf: undefined });
         if (seen.key !== key) violation('log matching', `entry ${k} is ${seen.desc} in ${seen.by} but ${describeEntry(e)} in ${by}`);
         if (seen.prevTerm !== undefined && pt !== undefined && seen.prevTerm !== pt) {
           violation('log matching', `entry ${k}: the entry before it has term ${seen.prevTerm} in ${seen.by} but ${pt} in ${by}`);
         }
-        if (seen.prevTerm === undefined && pt !== undefined) this.logIndex.set(k, { ...seen, prevTerm: pt });
+        if (seen.prevTerm === undefined && pt !== undefined) this.logIndex.set(k, { ...this.logIndex.get(k)!, prevTerm: pt });
       }
       pi = e.index;
       pt = e.term;
     }
+  }
+
+  /**
+   * Node `node` crashed: entries only ever in its memory are gone as if never written. This
+   * matters for a single voter, which wins an election alone, before its new term is on
+   * disk: if it crashes before the fsync, its next incarnation can win that same term again
+   * and fill the same (index, term) slots with other entries. Nothing of the first
+   * incarnation escaped (a Ready that changes the term is sent only after it is persisted),
+   * so no other log can hold the lost entries; log matching is about logs that exist.
+   */
+  onCrash(node: NodeId): void {
+    const owner = `n${node}`;
+    for (const [k, v] of this.logIndex) if (v.memOf === owner) this.logIndex.delete(k);
   }
 
   /** Check a whole log: contiguity, log matching, and that it agrees with everything committed below its end. */
