@@ -7,6 +7,7 @@ import { DEFAULT_TOPIC_CONFIG } from '../../shared/metadata';
 import type { PartitionState, TopicConfig } from '../../shared/metadata';
 import { silentLogger } from '../../shared/log';
 import { ManualClock, cleanupDirs, tempDir } from '../broker-log/helpers';
+import { seededRandom as rng } from '../support/seeded-random';
 
 // Partition (broker/replica/partition.ts) without gRPC: replicas in one process, each with a
 // real PartitionLog in a temp dir, a manual clock, and a fake controller for AlterPartition.
@@ -114,17 +115,6 @@ async function allBytes(r: Replica): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** A small seeded PRNG (mulberry32): a failing seed replays exactly. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('broker/replica Partition', function () {
   this.timeout(60_000);

@@ -12,22 +12,13 @@ import {
   TopicImage,
   topicCollisionKey,
 } from '../../shared/metadata';
+import { seededRandom as seeded } from '../support/seeded-random';
 
 // The image is built by structural sharing (MetadataDelta.apply costs what the delta
 // touched, not the size of the cluster) and keeps running indexes instead of scans. These
 // tests check both without timing anything: by object identity, by counting the trie nodes a
 // new image does not share with its base, and by comparing each index with a full recount.
 
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function topicId(i: number): string {
   return `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`;

@@ -1,16 +1,7 @@
 import { expect } from 'chai';
 import { hashKey, PersistentMap } from '../../shared/metadata/persistent-map';
+import { seededRandom as seeded } from '../support/seeded-random';
 
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Pairs of distinct strings with one 32-bit hash: a birthday search, deterministic. The

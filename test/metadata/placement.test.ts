@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { assignReplicas, PlacementBroker, rackAlternatedBrokers } from '../../shared/metadata';
+import { seededRandom as seeded } from '../support/seeded-random';
 
 function brokers(n: number, rack?: (id: number) => string): PlacementBroker[] {
   return Array.from({ length: n }, (_, i) => ({ id: i, rack: rack === undefined ? null : rack(i) }));
@@ -11,16 +12,6 @@ function count(values: number[]): Map<number, number> {
   return m;
 }
 
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('shared/metadata replica placement', () => {
   it('matches Kafka AdminUtils’ documented rack-unaware layout (5 brokers, 10 partitions, RF 3, start 0)', () => {

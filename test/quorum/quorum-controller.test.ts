@@ -4,19 +4,10 @@ import { silentLogger } from '../../shared/log';
 import { decodeBatch, MetadataImage, MetadataRecord, PartitionState } from '../../shared/metadata';
 import { QuorumController } from '../../controller/quorum';
 import { FakeMetadataLog } from './fake-metadata-log';
+import { seededRandom as seeded } from '../support/seeded-random';
 
 const SESSION_MS = 9000;
 
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Harness {
   readonly c: QuorumController;

@@ -63,20 +63,7 @@ import {
   StateRole,
   decodeConfChange,
 } from '../../controller/raft';
-
-// ---------------------------------------------------------------- deterministic randomness
-
-/** mulberry32: a tiny seeded PRNG returning [0, 1); the same seed gives the same run. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../support/seeded-random';
 
 // ---------------------------------------------------------------- formatting
 

@@ -4,7 +4,8 @@
 
 import { expect } from 'chai';
 import { ConfChangeType, MessageType, RaftRefusal, RaftRefusedError, Ready, StateRole } from '../../controller/raft';
-import { InteractionEnv, MemStorage, bytes, seededRandom } from './interaction';
+import { InteractionEnv, MemStorage, bytes } from './interaction';
+import { seededRandom } from '../support/seeded-random';
 
 function envWith(...commands: string[]): InteractionEnv {
   const env = new InteractionEnv();
