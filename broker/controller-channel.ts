@@ -2,8 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import { FlotillaError } from '../shared/errors/error-codes';
 import type { Logger } from '../shared/log';
 import { fromGrpcError } from '../shared/rpc/grpc-errors';
-import { CHANNEL_OPTIONS, loadProto } from '../shared/rpc/proto';
-import { withAbsoluteDeadline } from '../shared/rpc/deadline';
+import { loadProto } from '../shared/rpc/proto';
+import { GrpcClientPool } from '../shared/rpc/client-pool';
 
 // The broker's one way to the controller quorum (Kafka's NodeToControllerChannelManager):
 // unary calls routed to the active controller, and FetchMetadata streams from any
@@ -51,8 +51,6 @@ export interface CallOptions {
   readonly attemptTimeoutMs?: number;
 }
 
-type UnaryMethod = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<unknown>) => grpc.ClientUnaryCall;
-type StreamMethod = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>;
 
 /** The Controller service's client class from proto/controller.proto. */
 export function controllerClientConstructor(): grpc.ServiceClientConstructor {
@@ -63,8 +61,11 @@ export function controllerClientConstructor(): grpc.ServiceClientConstructor {
 export class ControllerChannel {
   private readonly controllers: readonly string[];
   private readonly logger: Logger;
-  private readonly ctor = controllerClientConstructor();
-  private readonly clients = new Map<string, grpc.Client>();
+  // Evict a learned address (a leader met through a redirect) before a configured one.
+  private readonly clients = new GrpcClientPool(controllerClientConstructor(), {
+    clientsMax: CLIENTS_MAX,
+    pickVictim: (open) => open.find((a) => !this.controllers.includes(a)) ?? open[0]!,
+  });
   private readonly attemptsMax: number;
   private readonly backoffInitialMs: number;
   private readonly backoffMaxMs: number;
@@ -167,10 +168,7 @@ export class ControllerChannel {
    */
   openStream(address: string, method: string, request: object): grpc.ClientReadableStream<unknown> {
     if (this.closed) throw new FlotillaError('CONTROLLER_UNAVAILABLE', 'the broker is shutting down');
-    const client = this.clientFor(address);
-    const fn = (client as unknown as Record<string, StreamMethod | undefined>)[method];
-    if (typeof fn !== 'function') throw new Error(`no streaming method ${method} on the Controller client`);
-    return fn.call(client, request, new grpc.Metadata(), {});
+    return this.clients.serverStream(address, method, request);
   }
 
   /** The next configured controller, round robin. */
@@ -189,32 +187,11 @@ export class ControllerChannel {
   /** Closes every connection; calls in flight fail, later calls fail fast. */
   close(): void {
     this.closed = true;
-    for (const c of this.clients.values()) c.close();
-    this.clients.clear();
+    this.clients.close();
   }
 
   private unary<Res>(address: string, method: string, request: object, deadlineMs: number): Promise<Res> {
-    const client = this.clientFor(address);
-    const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
-    if (typeof fn !== 'function') return Promise.reject(new Error(`no unary method ${method} on the Controller client`));
-    return new Promise<Res>((resolve, reject) => {
-      fn.call(client, request, withAbsoluteDeadline(deadlineMs), { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res)));
-    });
-  }
-
-  private clientFor(address: string): grpc.Client {
-    let client = this.clients.get(address);
-    if (!client) {
-      if (this.clients.size >= CLIENTS_MAX) {
-        // Evict a learned address before a configured one.
-        const victim = [...this.clients.keys()].find((a) => !this.controllers.includes(a)) ?? this.clients.keys().next().value!;
-        this.clients.get(victim)!.close();
-        this.clients.delete(victim);
-      }
-      client = new this.ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-      this.clients.set(address, client);
-    }
-    return client;
+    return this.clients.unary<Res>(address, method, request, deadlineMs);
   }
 
   /** No controller could take the call: retriable, so a client retries through this broker. */

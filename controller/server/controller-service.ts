@@ -305,7 +305,7 @@ export class ControllerService {
     const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()), absoluteDeadlineOf(call.metadata));
     this.logger.debug({ method, leaderId, leaderAddress, hops }, 'forwarding to the active controller');
     try {
-      return (await this.forwarder.call(leaderAddress, method, call.request, hops + 1, deadlineMs)) as Wire;
+      return (await this.forwarder.call(leaderAddress, method, call.request as object, hops + 1, deadlineMs)) as Wire;
     } catch (e) {
       const err = e as grpc.ServiceError;
       // The leader's own answer (e.g. TOPIC_ALREADY_EXISTS) passes through unchanged.

@@ -1,6 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { CHANNEL_OPTIONS } from '../../shared/rpc/proto';
-import { withAbsoluteDeadline } from '../../shared/rpc/deadline';
+import { GrpcClientPool } from '../../shared/rpc/client-pool';
 
 // A follower that receives a request needing the active controller passes it on, unchanged,
 // to the leader (KIP-590 forwarding) instead of making every client find the leader itself.
@@ -16,8 +15,6 @@ export const FORWARD_HOPS_MAX = 2;
 /** Peer clients kept open; more than the quorum size only after membership changes. */
 const PEER_CLIENTS_MAX = 16;
 
-type UnaryMethod = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<unknown>) => grpc.ClientUnaryCall;
-
 export function forwardHopsOf(metadata: grpc.Metadata): number {
   const raw = metadata.get(FORWARD_HOPS_KEY)[0];
   const hops = Number(raw ?? 0);
@@ -25,38 +22,20 @@ export function forwardHopsOf(metadata: grpc.Metadata): number {
 }
 
 export class LeaderForwarder {
-  private readonly clients = new Map<string, grpc.Client>();
+  private readonly clients: GrpcClientPool;
 
-  constructor(private readonly serviceClient: grpc.ServiceClientConstructor) {}
+  constructor(serviceClient: grpc.ServiceClientConstructor) {
+    this.clients = new GrpcClientPool(serviceClient, { clientsMax: PEER_CLIENTS_MAX });
+  }
 
   /** Calls `method` on the controller at `address`; rejects with the raw grpc.ServiceError. */
-  call(address: string, method: string, request: unknown, hops: number, deadlineMs: number): Promise<unknown> {
-    const client = this.clientFor(address);
-    const md = withAbsoluteDeadline(deadlineMs);
+  call(address: string, method: string, request: object, hops: number, deadlineMs: number): Promise<unknown> {
+    const md = new grpc.Metadata();
     md.set(FORWARD_HOPS_KEY, String(hops));
-    const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
-    if (typeof fn !== 'function') throw new Error(`no unary method ${method} on the Controller client`);
-    return new Promise((resolve, reject) => {
-      fn.call(client, request, md, { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
-    });
+    return this.clients.unary(address, method, request, deadlineMs, md);
   }
 
   close(): void {
-    for (const c of this.clients.values()) c.close();
-    this.clients.clear();
-  }
-
-  private clientFor(address: string): grpc.Client {
-    let client = this.clients.get(address);
-    if (!client) {
-      if (this.clients.size >= PEER_CLIENTS_MAX) {
-        const [oldest, c] = this.clients.entries().next().value as [string, grpc.Client];
-        c.close();
-        this.clients.delete(oldest);
-      }
-      client = new this.serviceClient(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-      this.clients.set(address, client);
-    }
-    return client;
+    this.clients.close();
   }
 }
