@@ -71,6 +71,7 @@ export interface RecordMetadata {
   readonly partition: number;
   /** The record's offset; -1 with acks 0 (nobody answers). */
   readonly offset: number;
+  /** The leader's append time on a LogAppendTime topic (as the consumer will see it), else the record's own. */
   readonly timestamp: number;
 }
 
@@ -553,11 +554,11 @@ export class Producer {
       if (!err && r?.error && r.error.code !== 0) err = errorFromWire(r.error, { topic: b.pq.topic, partition: b.pq.partition });
       if (!err && !r) err = new FlotillaError('UNKNOWN', `produce answer ${res.correlationId} lacks ${b.pq.topic}-${b.pq.partition}`);
       if (err) this.onBatchError(b, err);
-      else this.onBatchAcked(b, r!.baseOffset);
+      else this.onBatchAcked(b, r!.baseOffset, Number(r!.logAppendTimeMs ?? -1));
     }
   }
 
-  private onBatchAcked(b: ProducerBatch, baseOffset: number): void {
+  private onBatchAcked(b: ProducerBatch, baseOffset: number, logAppendTimeMs: number): void {
     const pq = b.pq;
     pq.inFlight.delete(b);
     if (b.done) return;
@@ -565,15 +566,15 @@ export class Producer {
       pq.lastAckedSequence = Math.max(pq.lastAckedSequence, b.baseSequence + b.records.length - 1);
       if (pq.recovering && !pq.queue.some((q) => q.baseSequence >= 0) && pq.inFlight.size === 0) pq.recovering = false;
     }
-    this.completeBatch(b, baseOffset);
+    this.completeBatch(b, baseOffset, logAppendTimeMs);
   }
 
-  private completeBatch(b: ProducerBatch, baseOffset: number): void {
+  private completeBatch(b: ProducerBatch, baseOffset: number, logAppendTimeMs = -1): void {
     if (b.done) return;
     b.done = true;
     for (let i = 0; i < b.owners.length; i++) {
       const o = b.owners[i]!;
-      o.tracker.ok(o.index, { topic: b.pq.topic, partition: b.pq.partition, offset: baseOffset >= 0 ? baseOffset + i : -1, timestamp: b.records[i]!.timestampMs });
+      o.tracker.ok(o.index, { topic: b.pq.topic, partition: b.pq.partition, offset: baseOffset >= 0 ? baseOffset + i : -1, timestamp: logAppendTimeMs >= 0 ? logAppendTimeMs : b.records[i]!.timestampMs });
     }
     this.release(b.sizeBytes - BATCH_HEADER_BYTES);
   }

@@ -1,6 +1,6 @@
 import { FlotillaError } from '../../shared/errors/error-codes';
 import { DEFAULT_TOPIC_CONFIG } from '../../shared/metadata';
-import type { TopicConfig } from '../../shared/metadata';
+import type { TimestampType, TopicConfig } from '../../shared/metadata';
 import { MAX_RELATIVE_OFFSET } from './log-segment';
 
 // The settings of one partition log, named after the Kafka topic configs they mirror.
@@ -47,6 +47,12 @@ export interface LogConfig {
    * 0 = none. Memory per partition replica: this much, a ring allocated at its first append.
    */
   readonly tailCacheBytes: number;
+  /**
+   * message.timestamp.type: with LogAppendTime a leader writes its append time into every
+   * batch it appends (the timestamp-type bit, maxTimestamp, a new CRC), and that is each
+   * record's timestamp; with CreateTime the producer's timestamps stand.
+   */
+  readonly messageTimestampType: TimestampType;
 }
 
 /** Default tail.cache.bytes: 2 MiB per partition replica, ~32 batches of 64 KiB. */
@@ -69,6 +75,7 @@ export function logConfigFromTopicConfig(t: TopicConfig, extra: Partial<LogConfi
     flushMessages: t.flushMessages,
     flushMs: t.flushMs,
     tailCacheBytes: DEFAULT_TAIL_CACHE_BYTES,
+    messageTimestampType: t.messageTimestampType,
     ...extra,
   });
 }
@@ -77,7 +84,8 @@ export const DEFAULT_LOG_CONFIG: LogConfig = logConfigFromTopicConfig(DEFAULT_TO
 
 /** Checks every field (INVALID_CONFIG naming the field) and returns the config. */
 export function checkLogConfig(c: LogConfig): LogConfig {
-  const positive = (name: keyof LogConfig, max = Infinity, min = 1): void => {
+  type NumericKey = { [K in keyof LogConfig]: LogConfig[K] extends number ? K : never }[keyof LogConfig];
+  const positive = (name: NumericKey, max = Infinity, min = 1): void => {
     const v = c[name];
     const ok = v === Infinity ? max === Infinity : Number.isSafeInteger(v) && v >= min && v <= max;
     if (!ok) throw new FlotillaError('INVALID_CONFIG', `log config ${name}=${v}: must be an integer from ${min} to ${max}`, { key: name });
@@ -91,5 +99,8 @@ export function checkLogConfig(c: LogConfig): LogConfig {
   positive('flushMessages');
   positive('flushMs');
   positive('tailCacheBytes', MAX_TAIL_CACHE_BYTES, 0);
+  if (c.messageTimestampType !== 'CreateTime' && c.messageTimestampType !== 'LogAppendTime') {
+    throw new FlotillaError('INVALID_CONFIG', `log config messageTimestampType=${String(c.messageTimestampType)}: must be CreateTime or LogAppendTime`, { key: 'messageTimestampType' });
+  }
   return Object.freeze({ ...c });
 }

@@ -9,7 +9,7 @@ import { DEFAULT_LOG_CONFIG, LogConfig, checkLogConfig } from './log-config';
 import { EpochEndOffset, EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache } from './leader-epoch-cache';
 import { TailCache } from './tail-cache';
 import { LogSegment, MAX_RELATIVE_OFFSET, parseSegmentFileName, segmentFileStem } from './log-segment';
-import { RecordBatchHeader, splitBatches, stampBatch, validateRecordBatch } from '../../shared/records/record-batch';
+import { RecordBatchHeader, setLogAppendTime, splitBatches, stampBatch, validateRecordBatch } from '../../shared/records/record-batch';
 
 // The log of one partition replica (Kafka's UnifiedLog/LocalLog): a directory of segments,
 // the leader-epoch checkpoint and, after a clean close, a clean-shutdown marker.
@@ -86,6 +86,8 @@ export interface AppendResult {
   readonly maxTimestampMs: number;
   /** The append ended with an fsync of the active segment (flush policy). */
   readonly flushed: boolean;
+  /** The leader's append time written into the batches (LogAppendTime topics); -1 otherwise. */
+  readonly logAppendTimeMs: number;
 }
 
 /** 'logEnd' for followers; 'highWatermark' for consumers (only committed records). */
@@ -281,10 +283,11 @@ export class PartitionLog {
         }
         headers.push(validateRecordBatch(slice));
       }
-      if (assignOffsets) this.assignOffsets(slices, headers, leaderEpoch);
+      const now = this.nowMs();
+      const logAppendTimeMs = assignOffsets && this.config.messageTimestampType === 'LogAppendTime' ? now : -1;
+      if (assignOffsets) this.assignOffsets(slices, headers, leaderEpoch, logAppendTimeMs);
       else this.checkReplicatedOffsets(headers, leaderEpoch);
 
-      const now = this.nowMs();
       let recordCount = 0;
       let maxTimestampMs = -1;
       let i = 0;
@@ -328,11 +331,13 @@ export class PartitionLog {
         recordCount,
         maxTimestampMs,
         flushed,
+        logAppendTimeMs,
       };
     });
   }
 
-  private assignOffsets(slices: Buffer[], headers: RecordBatchHeader[], leaderEpoch: number): void {
+  /** Stamps offsets and the epoch; with `logAppendTimeMs` >= 0 also the append time (and a new CRC). */
+  private assignOffsets(slices: Buffer[], headers: RecordBatchHeader[], leaderEpoch: number, logAppendTimeMs: number): void {
     if (leaderEpoch < this.epochs.latestEpoch) {
       throw new FlotillaError(
         'FENCED_LEADER_EPOCH',
@@ -345,6 +350,10 @@ export class PartitionLog {
       const h = headers[i]!;
       stampBatch(slices[i]!, 0, next, leaderEpoch);
       headers[i] = { ...h, baseOffset: next, lastOffset: next + h.lastOffsetDelta, partitionLeaderEpoch: leaderEpoch };
+      if (logAppendTimeMs >= 0) {
+        setLogAppendTime(slices[i]!, 0, h.sizeBytes, logAppendTimeMs);
+        headers[i] = { ...headers[i]!, maxTimestampMs: logAppendTimeMs, attributes: slices[i]!.readInt16BE(21) };
+      }
       next += h.recordCount;
     }
   }

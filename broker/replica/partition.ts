@@ -73,6 +73,8 @@ export interface LeaderAppendResult {
   /** True when the ProducerGuard recognized a retry: nothing was appended. */
   readonly duplicate: boolean;
   readonly logStartOffset: number;
+  /** The append time written into the batches (LogAppendTime topics); -1 otherwise and for a duplicate (as Kafka). */
+  readonly logAppendTimeMs: number;
 }
 
 export interface Divergence {
@@ -272,7 +274,7 @@ export class Partition {
       this.checkLeaderForAppend(acks);
       const verdict = this.guard.check(headers);
       if (verdict.kind === 'duplicate') {
-        return { baseOffset: verdict.baseOffset, lastOffset: verdict.lastOffset, duplicate: true, logStartOffset: this.log.logStartOffset };
+        return { baseOffset: verdict.baseOffset, lastOffset: verdict.lastOffset, duplicate: true, logStartOffset: this.log.logStartOffset, logAppendTimeMs: -1 };
       }
       const r = await this.log.append(records, { assignOffsets: true, leaderEpoch: this.state.leaderEpoch });
       let next = r.firstOffset;
@@ -284,7 +286,7 @@ export class Partition {
       this.guard.onAppended(stamped);
       this.maybeAdvanceHighWatermark();
       this.deps.onProgress(this);
-      return { baseOffset: r.firstOffset, lastOffset: r.lastOffset, duplicate: false, logStartOffset: this.log.logStartOffset };
+      return { baseOffset: r.firstOffset, lastOffset: r.lastOffset, duplicate: false, logStartOffset: this.log.logStartOffset, logAppendTimeMs: r.logAppendTimeMs };
     });
   }
 

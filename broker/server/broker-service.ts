@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { FlotillaError, isFlotillaError } from '../../shared/errors/error-codes';
 import type { Logger } from '../../shared/log';
 import { toGrpcError } from '../../shared/rpc/grpc-errors';
-import { RecordBatchHeader, splitBatches, validateRecordBatch } from '../../shared/records/record-batch';
+import { ATTRIBUTE_TIMESTAMP_TYPE, RecordBatchHeader, splitBatches, validateRecordBatch } from '../../shared/records/record-batch';
 import {
   DELAYED_FETCHES_MAX,
   DELAYED_PRODUCES_MAX,
@@ -235,7 +235,7 @@ export class BrokerService {
               const err = await p.waitForCommit(r.lastOffset, timeoutMs);
               if (err !== null) return { ...base, baseOffset: -1, logStartOffset: p.logStartOffset, error: errorWire(this.withLeader(err)) };
             }
-            return { ...base, baseOffset: acks === 0 ? -1 : r.baseOffset, logStartOffset: r.logStartOffset, error: null };
+            return { ...base, baseOffset: acks === 0 ? -1 : r.baseOffset, logStartOffset: r.logStartOffset, logAppendTimeMs: acks === 0 ? -1 : r.logAppendTimeMs, error: null };
           } catch (err) {
             if (!isFlotillaError(err)) this.o.logger.error({ err, partition: p.label }, 'unexpected append failure');
             return { ...base, baseOffset: -1, logStartOffset: -1, error: errorWire(this.withLeader(err)) };
@@ -280,7 +280,14 @@ export class BrokerService {
             maxMessageBytes,
           });
         }
-        return validateRecordBatch(slice);
+        const h = validateRecordBatch(slice);
+        if ((h.attributes & ATTRIBUTE_TIMESTAMP_TYPE) !== 0) {
+          throw new FlotillaError('INVALID_RECORD', `${p.label}: a producer may not set the log-append-time bit (the leader sets it for LogAppendTime topics)`, {
+            topic: entry.topic,
+            partition: entry.partition,
+          });
+        }
+        return h;
       });
       p.checkLeaderForAppend(acks);
       return { p, entry, records, headers };

@@ -37,7 +37,7 @@ export {
   MAX_CLUSTER_PARTITIONS,
   MAX_CONFIG_VALUE_LENGTH,
 } from './validation';
-export type { TopicConfig, CleanupPolicy } from './validation';
+export type { TopicConfig, CleanupPolicy, TimestampType } from './validation';
 export { assignReplicas, rackAlternatedBrokers } from './placement';
 export type { PlacementBroker, PlacementOptions } from './placement';
 export { electLeader, preferredLeader, preferredLeaderChange } from './partition-election';

@@ -78,6 +78,8 @@ export function validateReplicationFactor(replicationFactor: unknown, unfencedBr
 // ---- topic configs ----
 
 export type CleanupPolicy = 'delete' | 'compact';
+/** message.timestamp.type: the producer's record timestamps, or the leader's append time. */
+export type TimestampType = 'CreateTime' | 'LogAppendTime';
 
 /** A topic's effective configuration: the defaults overlaid with its overrides. */
 export interface TopicConfig {
@@ -90,6 +92,7 @@ export interface TopicConfig {
   readonly uncleanLeaderElectionEnable: boolean;
   readonly flushMessages: number;
   readonly flushMs: number;
+  readonly messageTimestampType: TimestampType;
 }
 
 interface ConfigSpec {
@@ -146,6 +149,12 @@ export const TOPIC_CONFIGS: Readonly<Record<string, ConfigSpec>> = {
   },
   'flush.messages': { field: 'flushMessages', defaultValue: String(MAX_INT), rule: 'an integer >= 1', parse: intIn(1, MAX_INT) },
   'flush.ms': { field: 'flushMs', defaultValue: String(MAX_INT), rule: 'an integer >= 1', parse: intIn(1, MAX_INT) },
+  'message.timestamp.type': {
+    field: 'messageTimestampType',
+    defaultValue: 'CreateTime',
+    rule: 'one of CreateTime, LogAppendTime',
+    parse: (v) => (v === 'CreateTime' || v === 'LogAppendTime' ? v : undefined),
+  },
 };
 
 export const DEFAULT_TOPIC_CONFIG: TopicConfig = parseTopicConfig(new Map());

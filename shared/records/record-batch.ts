@@ -7,7 +7,9 @@ import { crc32c } from './crc32c';
 // own, stricter rules (checked by decodeRecordBatch, listed in broker/log/README.md):
 // no compression yet, at least one record, offset deltas exactly 0..n-1 (the log has no
 // compaction gaps), timestamps in [0, 2^51) ms, maxTimestamp equal to the largest record
-// timestamp. All integers are big-endian.
+// timestamp — unless the timestamp-type bit says log append time: then the broker wrote its
+// append time into maxTimestamp (topic config message.timestamp.type=LogAppendTime), and that
+// is every record's timestamp. All integers are big-endian.
 //
 //   offset size field
 //    0     8   baseOffset             int64  first offset of the batch (stamped by the leader)
@@ -16,7 +18,8 @@ import { crc32c } from './crc32c';
 //   16     1   magic                  int8   = 2
 //   17     4   crc                    uint32 CRC32C of every byte from offset 21 to the end
 //   21     2   attributes             int16  bits 0-2 compression (0 = none), bit 3 timestamp
-//                                            type (0 = create time), bit 4 transactional,
+//                                            type (0 = create time, 1 = log append time:
+//                                            set by the leader only), bit 4 transactional,
 //                                            bit 5 control (4 and 5 reserved: carried, unused)
 //   23     4   lastOffsetDelta        int32  recordCount - 1
 //   27     8   baseTimestamp          int64  the first record's timestamp (ms)
@@ -116,6 +119,8 @@ export interface LogRecord {
 }
 
 export interface RecordBatch extends RecordBatchHeader {
+  /** maxTimestampMs is the leader's append time, and every record's timestamp is it. */
+  readonly logAppendTime: boolean;
   readonly transactional: boolean;
   readonly control: boolean;
   readonly records: readonly LogRecord[];
@@ -422,7 +427,8 @@ function walkBatch(buf: Buffer, materialize: boolean): RecordBatch {
   if ((h.attributes & ~KNOWN_ATTRIBUTES) !== 0) c.fail(`unknown attribute bits 0x${h.attributes.toString(16)}`);
   const compression = h.attributes & ATTRIBUTE_COMPRESSION_MASK;
   if (compression !== 0) c.fail(`compression type ${compression} is not supported (only 0 = none)`);
-  if ((h.attributes & ATTRIBUTE_TIMESTAMP_TYPE) !== 0) c.fail('log-append-time timestamps are not supported');
+  const logAppendTime = (h.attributes & ATTRIBUTE_TIMESTAMP_TYPE) !== 0;
+  if (logAppendTime && (h.maxTimestampMs < 0 || h.maxTimestampMs > MAX_TIMESTAMP_MS)) c.fail(`log append time ${h.maxTimestampMs} is out of range`);
   if (h.recordCount < 1) c.fail(`record count ${h.recordCount}: a batch holds at least one record`);
   if (h.lastOffsetDelta !== h.recordCount - 1) c.fail(`last offset delta ${h.lastOffsetDelta} with ${h.recordCount} records`);
   // Each record takes at least 7 bytes: refuse a count the bytes cannot hold before allocating.
@@ -457,12 +463,13 @@ function walkBatch(buf: Buffer, materialize: boolean): RecordBatch {
     if (rc.pos !== recordEnd) c.fail(`record ${i} declares ${length} bytes but its fields take ${rc.pos - c.pos}`);
     c.pos = recordEnd;
     maxTimestampMs = Math.max(maxTimestampMs, timestampMs);
-    if (materialize) records.push({ offset: h.baseOffset + i, timestampMs, key, value, headers });
+    if (materialize) records.push({ offset: h.baseOffset + i, timestampMs: logAppendTime ? h.maxTimestampMs : timestampMs, key, value, headers });
   }
   if (c.pos !== buf.length) c.fail(`${buf.length - c.pos} bytes after the last record`);
-  if (maxTimestampMs !== h.maxTimestampMs) c.fail(`max timestamp ${h.maxTimestampMs} is not the largest record timestamp ${maxTimestampMs}`);
+  if (!logAppendTime && maxTimestampMs !== h.maxTimestampMs) c.fail(`max timestamp ${h.maxTimestampMs} is not the largest record timestamp ${maxTimestampMs}`);
   return {
     ...h,
+    logAppendTime,
     transactional: (h.attributes & ATTRIBUTE_TRANSACTIONAL) !== 0,
     control: (h.attributes & ATTRIBUTE_CONTROL) !== 0,
     records,
@@ -488,4 +495,17 @@ export function decodeRecordBatches(buf: Buffer): RecordBatch[] {
 export function stampBatch(buf: Buffer, pos: number, baseOffset: number, partitionLeaderEpoch: number): void {
   buf.writeBigInt64BE(BigInt(baseOffset), pos);
   buf.writeInt32BE(partitionLeaderEpoch, pos + 12);
+}
+
+/**
+ * Marks the batch at `pos` (of `sizeBytes`) as carrying log append time: sets the
+ * timestamp-type bit, writes `appendTimeMs` as maxTimestamp, and recomputes the CRC (both
+ * fields are covered by it). What a leader does to each batch it appends to a topic with
+ * message.timestamp.type=LogAppendTime, as Kafka's leader does.
+ */
+export function setLogAppendTime(buf: Buffer, pos: number, sizeBytes: number, appendTimeMs: number): void {
+  if (!Number.isSafeInteger(appendTimeMs) || appendTimeMs < 0 || appendTimeMs > MAX_TIMESTAMP_MS) throw new RangeError(`log append time ${appendTimeMs} is out of range`);
+  buf.writeInt16BE(buf.readInt16BE(pos + 21) | ATTRIBUTE_TIMESTAMP_TYPE, pos + 21);
+  buf.writeBigInt64BE(BigInt(appendTimeMs), pos + 35);
+  buf.writeUInt32BE(crc32c(buf.subarray(pos + CRC_COVERS_FROM, pos + sizeBytes)), pos + 17);
 }

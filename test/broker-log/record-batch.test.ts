@@ -9,7 +9,7 @@ import {
   splitBatches,
   validateRecordBatch,
 } from '../../broker/log';
-import { stampBatch } from '../../shared/records/record-batch';
+import { ATTRIBUTE_TIMESTAMP_TYPE, setLogAppendTime, stampBatch } from '../../shared/records/record-batch';
 import { expectThrowsFlotilla } from './helpers';
 
 // The record batch codec: pure functions, no files. Properties: encode/decode round trip,
@@ -108,6 +108,25 @@ describe('broker/log: record batch codec', () => {
     expect(b.baseOffset).to.equal(5_000_000_000);
     expect(b.partitionLeaderEpoch).to.equal(12);
     expect(b.records[3]!.offset).to.equal(5_000_000_003);
+  });
+
+  it('log append time (what a leader of a LogAppendTime topic does): bit set, CRC valid, every record reads the append time', () => {
+    const buf = encodeRecordBatch({ records });
+    const before = decodeRecordBatch(buf);
+    expect(before.logAppendTime).to.equal(false);
+    const appendTimeMs = records[0]!.timestampMs + 123_456;
+    setLogAppendTime(buf, 0, buf.length, appendTimeMs);
+    const b = decodeRecordBatch(buf);
+    expect(b.logAppendTime).to.equal(true);
+    expect(b.attributes & ATTRIBUTE_TIMESTAMP_TYPE).to.equal(ATTRIBUTE_TIMESTAMP_TYPE);
+    expect(b.maxTimestampMs).to.equal(appendTimeMs);
+    expect(b.baseTimestampMs).to.equal(before.baseTimestampMs);
+    expect(b.records.map((r) => r.timestampMs)).to.deep.equal(records.map(() => appendTimeMs));
+    expect(b.records.map((r) => r.value)).to.deep.equal(before.records.map((r) => r.value));
+    expect(validateRecordBatch(buf).maxTimestampMs).to.equal(appendTimeMs);
+    // The append time is checked like any timestamp.
+    expectThrowsFlotilla(() => decodeRecordBatch(withField(buf, (x) => x.writeBigInt64BE(-5n, 35))), 'INVALID_RECORD');
+    expect(() => setLogAppendTime(Buffer.from(buf), 0, buf.length, -1)).to.throw(RangeError);
   });
 
   it('CRC: flipping any single byte after the CRC field is CORRUPT_RECORD', () => {

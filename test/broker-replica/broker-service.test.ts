@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'chai';
-import { encodeRecordBatch } from '../../shared/records/record-batch';
+import { decodeRecordBatches, encodeRecordBatch, setLogAppendTime } from '../../shared/records/record-batch';
 import { InProcessCluster, waitFor } from '../broker/in-process-cluster';
 import { BrokerWire, WireCluster, batchOf, errName, expectRefused, recordsOf } from './broker-wire';
 
@@ -69,6 +69,34 @@ describe('broker service (in-process cluster)', function () {
     for (const id of [1, 2, 3]) expect(segmentBytes(cluster.rootDir, id, 'acked', 0).equals(leaderBytes), `broker ${id}'s segment bytes`).to.equal(true);
   });
 
+  it('message.timestamp.type=LogAppendTime: the leader answers its append time, and every replica stores it as each record\'s timestamp', async () => {
+    await createTopic('stamped', 1, 3, { 'message.timestamp.type': 'LogAppendTime' });
+    const leader = (await wc.leaderOf('stamped', 0))!;
+    const createTimeMs = 1_000_000; // long ago: the append time cannot be mistaken for it
+    const sentAtMs = Date.now();
+    const res = await wc.wire(leader.address).produce({ acks: -1, partitions: [{ topic: 'stamped', partition: 0, records: batchOf(['s0', 's1'], createTimeMs) }] });
+    const r = res.results[0]!;
+    expect(errName(r.error), r.error?.message).to.equal(null);
+    const appendTimeMs = Number(r.logAppendTimeMs);
+    expect(appendTimeMs).to.be.at.least(sentAtMs - 1_000); // the brokers share this machine's clock
+    const fetched = await wc.wire(leader.address).fetch({ partitions: [{ topic: 'stamped', partition: 0, fetchOffset: 0 }], maxBytes: 1024 * 1024 });
+    const batches = decodeRecordBatches(fetched.partitions[0]!.records);
+    expect(batches.map((b) => b.logAppendTime)).to.deep.equal([true]);
+    expect(batches[0]!.records.map((x) => x.timestampMs)).to.deep.equal([appendTimeMs, appendTimeMs]);
+    await waitFor('followers at the leader log end', () =>
+      [1, 2, 3].every((id) => cluster.brokers.get(id)!.replicas().find((x) => x.topicName === 'stamped')?.logEndOffset === 2),
+    );
+    const leaderBytes = segmentBytes(cluster.rootDir, leader.id, 'stamped', 0);
+    for (const id of [1, 2, 3]) expect(segmentBytes(cluster.rootDir, id, 'stamped', 0).equals(leaderBytes), `broker ${id}'s segment bytes`).to.equal(true);
+    // A CreateTime topic answers -1 and keeps the producer's timestamps.
+    await createTopic('created', 1, 1);
+    const l2 = (await wc.leaderOf('created', 0))!;
+    const res2 = await wc.wire(l2.address).produce({ acks: 1, partitions: [{ topic: 'created', partition: 0, records: batchOf(['c0'], createTimeMs) }] });
+    expect(Number(res2.results[0]!.logAppendTimeMs)).to.equal(-1);
+    const f2 = await wc.wire(l2.address).fetch({ partitions: [{ topic: 'created', partition: 0, fetchOffset: 0 }], maxBytes: 1024 * 1024 });
+    expect(decodeRecordBatches(f2.partitions[0]!.records)[0]!.records[0]!.timestampMs).to.equal(createTimeMs);
+  });
+
   it('a consumer fetch long-polls until data arrives and never sees records at or above the high watermark', async () => {
     await createTopic('polled', 1, 3);
     const leader = (await wc.leaderOf('polled', 0))!;
@@ -116,6 +144,8 @@ describe('broker service (in-process cluster)', function () {
     const corrupt = batchOf(['tampered']);
     corrupt[corrupt.length - 1] ^= 0xff;
     const big = encodeRecordBatch({ records: [{ value: Buffer.alloc(3000, 1), timestampMs: Date.now() }] });
+    const appendTimeBit = batchOf(['claims log append time']);
+    setLogAppendTime(appendTimeBit, 0, appendTimeBit.length, Date.now());
     const other = [1, 2, 3].map((id) => cluster.brokers.get(id)!.address).find((a) => a !== leader0.address)!;
     const cases: [string, () => Promise<unknown>][] = [
       ['INVALID_REQUIRED_ACKS', () => w.produce({ acks: 2, partitions: [good] })],
@@ -124,6 +154,7 @@ describe('broker service (in-process cluster)', function () {
       ['CORRUPT_RECORD', () => w.produce({ acks: 1, partitions: [good, { topic: 'strict', partition: 0, records: corrupt }].slice(1) })],
       ['CORRUPT_RECORD', () => w.produce({ acks: 1, partitions: [{ topic: 'strict', partition: 0, records: Buffer.from('not a batch at all, just bytes') }] })],
       ['RECORD_TOO_LARGE', () => w.produce({ acks: 1, partitions: [{ topic: 'strict', partition: 0, records: big }] })],
+      ['INVALID_RECORD', () => w.produce({ acks: 1, partitions: [{ topic: 'strict', partition: 0, records: appendTimeBit }] })],
       ['NOT_LEADER_FOR_PARTITION', () => wc.wire(other).produce({ acks: 1, partitions: [good] })],
       ['INVALID_REQUEST', () => w.produce({ acks: 1, partitions: [good, good] })],
       ['INVALID_REQUEST', () => w.produce({ acks: 1, partitions: [] })],

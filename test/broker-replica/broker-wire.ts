@@ -22,6 +22,7 @@ export interface ProduceResult {
   topic: string;
   partition: number;
   baseOffset: number;
+  logAppendTimeMs: number;
   logStartOffset: number;
   error: WireError | null;
 }

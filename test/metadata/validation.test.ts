@@ -78,6 +78,7 @@ describe('shared/metadata validation', () => {
           'unclean.leader.election.enable': 'true',
           'flush.messages': '1',
           'flush.ms': '1',
+          'message.timestamp.type': 'LogAppendTime',
         },
         3,
       );
@@ -91,6 +92,7 @@ describe('shared/metadata validation', () => {
         uncleanLeaderElectionEnable: true,
         flushMessages: 1,
         flushMs: 1,
+        messageTimestampType: 'LogAppendTime',
       });
     });
 
@@ -103,6 +105,7 @@ describe('shared/metadata validation', () => {
         maxMessageBytes: 1_048_588,
         segmentBytes: 1_073_741_824,
         uncleanLeaderElectionEnable: false,
+        messageTimestampType: 'CreateTime',
       });
       expect(parseTopicConfig(new Map([['retention.ms', '5']])).retentionMs).to.equal(5);
     });
@@ -118,6 +121,7 @@ describe('shared/metadata validation', () => {
       ['max.message.bytes', String(100 * 1024 * 1024 + 1), /100 MiB/],
       ['segment.bytes', '1048575', /segment\.bytes="1048575".*1 MiB/],
       ['unclean.leader.election.enable', 'yes', /true or false/],
+      ['message.timestamp.type', 'logappendtime', /one of CreateTime, LogAppendTime/],
       ['flush.messages', '0', /flush\.messages="0"/],
       ['flush.ms', '-1', /flush\.ms="-1"/],
       ['no.such.key', '1', /unknown topic config "no\.such\.key"/],
