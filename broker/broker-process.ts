@@ -65,6 +65,8 @@ export interface BrokerOptions {
   readonly producerGuardFactory?: ProducerGuardFactory;
   /** Log retention check interval (Kafka's log.retention.check.interval.ms). */
   readonly retentionCheckIntervalMs?: number;
+  /** Memory for all replicas' in-memory log tails together (replica-manager.ts TAIL_CACHE_TOTAL_BYTES_DEFAULT). */
+  readonly tailCacheTotalBytes?: number;
 }
 
 export interface RunningBroker {
@@ -137,6 +139,7 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
       o.producerGuardFactory ??
       ((ctx) => ProducerStateManager.open({ dir: ctx.dir, log: ctx.log, logger: logger.child({ partition: `${ctx.topicName}-${ctx.partition}` }) })),
     ...(o.retentionCheckIntervalMs !== undefined ? { retentionCheckIntervalMs: o.retentionCheckIntervalMs } : {}),
+    ...(o.tailCacheTotalBytes !== undefined ? { tailCacheTotalBytes: o.tailCacheTotalBytes } : {}),
   });
   const admin = new AdminProxy({ brokerId: nodeId, channel, logger, ...(o.forwardTimeoutMs !== undefined ? { forwardTimeoutMs: o.forwardTimeoutMs } : {}) });
   // Producer ids come in blocks from the controller (AllocateProducerIds), KIP-730.

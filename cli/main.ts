@@ -137,6 +137,7 @@ function addBrokerCommand(program: Command): void {
     .option('--rack <rack>', 'rack label, for rack-aware replica placement')
     .option('--heartbeat-interval-ms <ms>', 'time between heartbeats to the controller (keep it well below its session timeout)', intIn(10))
     .option('--replica-lag-time-max-ms <ms>', 'an ISR member that has not caught up for this long leaves the ISR (default 10000)', intIn(100))
+    .option('--tail-cache-total-bytes <bytes>', 'memory for the newest log batches kept to serve reads at the log end, all replicas together; each gets an equal share of at most 2 MiB (default 268435456)', intIn(0))
     .option('--log-level <level>', 'trace|debug|info|warn|error (default: FLOTILLA_LOG_LEVEL or info)')
     .addOption(new Option('--stop-with-parent', 'stop when stdin closes (set by `cluster up`)').hideHelp())
     .action(async (opts: BrokerCommandOptions) => {
@@ -156,6 +157,7 @@ function addBrokerCommand(program: Command): void {
           ...(opts.rack !== undefined ? { rack: opts.rack } : {}),
           ...(opts.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: opts.heartbeatIntervalMs } : {}),
           ...(opts.replicaLagTimeMaxMs !== undefined ? { replicaLagTimeMaxMs: opts.replicaLagTimeMaxMs } : {}),
+          ...(opts.tailCacheTotalBytes !== undefined ? { tailCacheTotalBytes: opts.tailCacheTotalBytes } : {}),
         },
         { stopOnStdinClose: opts.stopWithParent === true },
       );
@@ -171,6 +173,7 @@ interface BrokerCommandOptions {
   rack?: string;
   heartbeatIntervalMs?: number;
   replicaLagTimeMaxMs?: number;
+  tailCacheTotalBytes?: number;
   logLevel?: string;
   stopWithParent?: boolean;
 }

@@ -15,7 +15,7 @@ export type {
   TimestampOffset,
   RetentionResult,
 } from './partition-log';
-export { DEFAULT_LOG_CONFIG, logConfigFromTopicConfig, checkLogConfig } from './log-config';
+export { DEFAULT_LOG_CONFIG, DEFAULT_TAIL_CACHE_BYTES, logConfigFromTopicConfig, checkLogConfig } from './log-config';
 export type { LogConfig } from './log-config';
 export { LeaderEpochCache, LEADER_EPOCH_CHECKPOINT_FILE, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET } from './leader-epoch-cache';
 export type { EpochEntry, EpochEndOffset } from './leader-epoch-cache';

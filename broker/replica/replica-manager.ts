@@ -4,7 +4,7 @@ import { FlotillaError, isFlotillaError } from '../../shared/errors/error-codes'
 import type { Logger } from '../../shared/log';
 import { MetadataImage, parseTopicConfig, partitionKey, partitionLabel } from '../../shared/metadata';
 import type { LocalReplicaChanges, PartitionState, TopicConfig } from '../../shared/metadata';
-import { PartitionLog, logConfigFromTopicConfig } from '../log';
+import { DEFAULT_TAIL_CACHE_BYTES, PartitionLog, logConfigFromTopicConfig } from '../log';
 import type { MetadataUpdate } from '../metadata-follower';
 import { readHwCheckpoint, writeHwCheckpoint } from './hw-checkpoint';
 import { IsrChangeRequest, Partition, Role } from './partition';
@@ -42,6 +42,14 @@ export const RETENTION_CHECK_INTERVAL_MS_DEFAULT = 300_000;
 /** How often flush.ms is checked (a topic's flush.ms below this flushes on this tick). */
 const FLUSH_CHECK_INTERVAL_MS = 1_000;
 export const LOGS_DIR = 'logs';
+/**
+ * Memory for the in-memory log tails (broker/log TailCache) of all hosted replicas together.
+ * Each replica gets an equal share, at most DEFAULT_TAIL_CACHE_BYTES, in steps of
+ * TAIL_CACHE_STEP_BYTES (a share below one step turns its tail off): 256 MiB keeps the full
+ * 2 MiB per replica up to 128 replicas, 256 KiB at 1,000, and never more than this in all.
+ */
+export const TAIL_CACHE_TOTAL_BYTES_DEFAULT = 256 * 1024 * 1024;
+const TAIL_CACHE_STEP_BYTES = 64 * 1024;
 
 /** A partition this broker hosts, for status and debugging. */
 export interface HostedReplica {
@@ -76,6 +84,8 @@ export interface ReplicaManagerOptions {
   readonly retentionCheckIntervalMs?: number;
   /** Follower fetch long-poll wait. */
   readonly fetchMaxWaitMs?: number;
+  /** Bound on all replicas' in-memory log tails together (TAIL_CACHE_TOTAL_BYTES_DEFAULT). */
+  readonly tailCacheTotalBytes?: number;
 }
 
 interface Hosted {
@@ -230,7 +240,7 @@ export class ReplicaManager {
     const before = this.deleting.get(key) ?? Promise.resolve();
     h.chain = before.then(async () => {
       try {
-        const log = await PartitionLog.open({ dir, config: logConfigFromTopicConfig(topicConfig), nowMs: this.nowMs, logger: this.o.logger });
+        const log = await PartitionLog.open({ dir, config: this.logConfigOf(topicConfig), nowMs: this.nowMs, logger: this.o.logger });
         const hw = (await this.hwCheckpoint).get(key);
         if (hw !== undefined) log.setHighWatermark(hw);
         const guard = await this.guardFactory({ topicId, topicName, partition, dir, logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset, log });
@@ -293,7 +303,7 @@ export class ReplicaManager {
       if (state === undefined) continue;
       h.chain = h.chain.then(async (p) => {
         if (p === null) return null;
-        await p.log.reconfigure(logConfigFromTopicConfig(topicConfig));
+        await p.log.reconfigure(this.logConfigOf(topicConfig));
         await p.applyMetadata(state, topicConfig);
         return p;
       });
@@ -340,7 +350,34 @@ export class ReplicaManager {
     }
   }
 
+  /** The log settings of a topic, with this broker's current tail-cache share. */
+  private logConfigOf(topicConfig: TopicConfig): ReturnType<typeof logConfigFromTopicConfig> {
+    return logConfigFromTopicConfig(topicConfig, { tailCacheBytes: this.tailCacheShareBytes() });
+  }
+
+  /** Each hosted replica's share of tailCacheTotalBytes (see TAIL_CACHE_TOTAL_BYTES_DEFAULT). */
+  tailCacheShareBytes(): number {
+    const total = this.o.tailCacheTotalBytes ?? TAIL_CACHE_TOTAL_BYTES_DEFAULT;
+    const share = Math.floor(total / Math.max(1, this.hosted.size) / TAIL_CACHE_STEP_BYTES) * TAIL_CACHE_STEP_BYTES;
+    return Math.min(DEFAULT_TAIL_CACHE_BYTES, share);
+  }
+
+  /**
+   * Brings every open log to the current share (it shrinks as replicas are added, grows as
+   * they go). Runs on the flush tick: the sum may exceed the bound for about a second after
+   * many replicas arrive at once, never more.
+   */
+  private async resizeTailCaches(): Promise<void> {
+    const share = this.tailCacheShareBytes();
+    for (const h of this.hosted.values()) {
+      const p = h.p;
+      if (p === null || p.isClosed || p.log.config.tailCacheBytes === share) continue;
+      await p.log.reconfigure({ tailCacheBytes: share }).catch((err: unknown) => this.o.logger.warn({ partition: p.label, err }, 'tail cache resize failed'));
+    }
+  }
+
   private async runFlush(): Promise<void> {
+    await this.resizeTailCaches();
     for (const h of this.hosted.values()) {
       const p = h.p;
       if (p === null || p.isClosed || p.log.config.flushMs >= Number.MAX_SAFE_INTEGER) continue;
