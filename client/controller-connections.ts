@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, loadProto } from '../shared/rpc/proto';
 import { withAbsoluteDeadline } from '../shared/rpc/deadline';
+import { UnaryAnswer, unaryWithLeaderHint } from '../shared/rpc/leader-hint';
 
 // One gRPC client per controller address, opened on first use and kept until close().
 // This is the only file of client/ that touches sockets.
@@ -29,6 +30,15 @@ export class ControllerConnections {
     return new Promise<Res>((resolve, reject) => {
       fn.call(client, request, withAbsoluteDeadline(deadlineMs), { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res)));
     });
+  }
+
+  /** One controller call; the answer also names the leader when a follower forwarded it (shared/rpc/leader-hint.ts). */
+  controllerUnary<Res>(address: string, method: string, request: object, deadlineMs: number): Promise<UnaryAnswer<Res>> {
+    if (this.closed) return Promise.reject(new Error('the client was closed'));
+    const client = this.clientFor(address);
+    const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
+    if (typeof fn !== 'function') return Promise.reject(new Error(`no unary method ${method} in controller.proto`));
+    return unaryWithLeaderHint<Res>(client, fn, request, withAbsoluteDeadline(deadlineMs), { deadline: deadlineMs });
   }
 
   close(): void {
