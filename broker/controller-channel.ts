@@ -4,15 +4,17 @@ import type { Logger } from '../shared/log';
 import { fromGrpcError } from '../shared/rpc/grpc-errors';
 import { loadProto } from '../shared/rpc/proto';
 import { GrpcClientPool } from '../shared/rpc/client-pool';
+import { ControllerAnswer, leaderAddressIn } from '../shared/rpc/leader-hint';
 
 // The broker's one way to the controller quorum (Kafka's NodeToControllerChannelManager):
 // unary calls routed to the active controller, and FetchMetadata streams from any
 // controller. Every other broker file reaches the controllers through this class, so the
 // routing rules live in one place:
 //
-// - Try the controller we believe is active first (the last one that answered, or the one a
-//   NOT_CONTROLLER named); otherwise walk the configured list. A follower forwards
-//   broker-facing and admin calls already, so any controller is a valid first try.
+// - Try the controller we believe is active first (the last one that answered — or the
+//   leader it named, when it forwarded the call — or the one a NOT_CONTROLLER named);
+//   otherwise walk the configured list. A follower forwards broker-facing and admin calls
+//   already, so any controller is a valid first try.
 // - NOT_CONTROLLER with a leader address: follow it at once (bounded).
 // - CONTROLLER_UNAVAILABLE, NOT_CONTROLLER without an address, an unreachable address: back
 //   off (exponential, jittered) and try the next address, within the caller's deadline.
@@ -111,8 +113,9 @@ export class ControllerChannel {
       const attemptDeadlineMs = o.idempotent && o.attemptTimeoutMs !== undefined ? Math.min(o.deadlineMs, now + o.attemptTimeoutMs) : o.deadlineMs;
       let err: grpc.ServiceError;
       try {
-        const res = await this.unary<Res>(address, method, request, attemptDeadlineMs);
-        this.preferred = address;
+        const { res, leaderAddress } = await this.unary<Res>(address, method, request, attemptDeadlineMs);
+        // A follower that forwarded names the leader: go there directly next time.
+        this.preferred = leaderAddress ?? address;
         return res;
       } catch (e) {
         err = e as grpc.ServiceError;
@@ -190,8 +193,9 @@ export class ControllerChannel {
     this.clients.close();
   }
 
-  private unary<Res>(address: string, method: string, request: object, deadlineMs: number): Promise<Res> {
-    return this.clients.unary<Res>(address, method, request, deadlineMs);
+  private async unary<Res>(address: string, method: string, request: object, deadlineMs: number): Promise<ControllerAnswer<Res>> {
+    const a = await this.clients.unaryWithTrailers<Res>(address, method, request, deadlineMs);
+    return { res: a.res, leaderAddress: leaderAddressIn(a.trailers) };
   }
 
   /** No controller could take the call: retriable, so a client retries through this broker. */

@@ -23,7 +23,8 @@ import type {
 // The admin client (KafkaJS shape: `new Flotilla({ brokers }).admin()`).
 //
 // Any controller can answer, and so can any broker (it forwards admin calls to the active
-// controller): a follower forwards to the leader. The client still follows a
+// controller): a follower forwards to the leader, and names it in its answer
+// (shared/rpc/leader-hint.ts) so the next call goes to the leader directly. The client still follows a
 // NOT_CONTROLLER's leaderAddress (the follower could not forward), moves on through the
 // bootstrap list when an address is unreachable, and retries only errors the error table
 // marks retriable, with exponential backoff and jitter, within one total deadline. Anything
@@ -216,8 +217,9 @@ export class Admin {
       const attemptDeadline = Math.min(deadline, Date.now() + this.retry.requestTimeoutMs);
       let err: FlotillaError;
       try {
-        const res = await this.connections.unary<Res>(address, method, request, attemptDeadline);
-        this.preferred = address;
+        const { res, leaderAddress } = await this.connections.controllerUnary<Res>(address, method, request, attemptDeadline);
+        // A follower that forwarded names the leader: go there directly next time.
+        this.preferred = leaderAddress ?? address;
         return res;
       } catch (e) {
         err = asFlotillaError(e, address);

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { loadProto } from '../shared/rpc/proto';
 import { GrpcClientPool } from '../shared/rpc/client-pool';
+import { ControllerAnswer, leaderAddressIn } from '../shared/rpc/leader-hint';
 
 // One gRPC client per controller address, opened on first use and kept until close().
 // This is the only file of client/ that talks to controllers.
@@ -21,6 +22,13 @@ export class ControllerConnections {
   unary<Res>(address: string, method: string, request: object, deadlineMs: number): Promise<Res> {
     if (this.closed) return Promise.reject(new Error('the client was closed'));
     return this.clients.unary<Res>(address, method, request, deadlineMs);
+  }
+
+  /** One controller call; the answer also names the leader when a follower forwarded it (shared/rpc/leader-hint.ts). */
+  async controllerUnary<Res>(address: string, method: string, request: object, deadlineMs: number): Promise<ControllerAnswer<Res>> {
+    if (this.closed) throw new Error('the client was closed');
+    const a = await this.clients.unaryWithTrailers<Res>(address, method, request, deadlineMs);
+    return { res: a.res, leaderAddress: leaderAddressIn(a.trailers) };
   }
 
   close(): void {

@@ -9,11 +9,14 @@
 // Incoming: a stream must start with a StreamHello addressed to this node; each message
 // must be addressed to this node and come from the hello's sender. Accepted messages are
 // handed to `onMessage` (the driver's inbox), synchronously and in stream order.
+//
+// Frames cross gRPC as raw bytes: raft-wire.ts encodes and decodes proto/raft.proto's
+// RaftFrame itself (grpc-js takes the serialize/deserialize functions of a method as given).
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Message } from '../raft';
-import { CHANNEL_OPTIONS, loadProto } from '../../shared/rpc/proto';
-import { FrameAssembler, WireError, WireFrame, messageBytes, messageToFrames } from './raft-wire';
+import { CHANNEL_OPTIONS } from '../../shared/rpc/proto';
+import { FrameAssembler, WireError, decodeAck, decodeFrame, encodeAck, encodeHello, messageBytes, messageToFrames } from './raft-wire';
 
 /** Limits of one peer's send queue. */
 export const SEND_QUEUE_MESSAGES_MAX = 1024;
@@ -43,18 +46,27 @@ export interface TransportStats {
   refused: number;
 }
 
-type ServiceCtor = grpc.ServiceClientConstructor;
+const identity = (b: Buffer): Buffer => b;
 
-function raftService(): ServiceCtor {
-  const pkg = loadProto('raft.proto') as unknown as { flotilla: { raft: { RaftTransport: ServiceCtor } } };
-  return pkg.flotilla.raft.RaftTransport;
-}
+/** proto/raft.proto `service RaftTransport`, with raft-wire.ts as its codec. */
+export const RAFT_TRANSPORT_SERVICE = {
+  Stream: {
+    path: '/flotilla.raft.RaftTransport/Stream',
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: encodeAck,
+    responseDeserialize: decodeAck,
+    originalName: 'stream',
+  },
+} satisfies grpc.ServiceDefinition;
+const STREAM = RAFT_TRANSPORT_SERVICE.Stream;
 
 export class RaftTransport {
   readonly stats: TransportStats = { sent: 0, dropped: 0, received: 0, refused: 0 };
   private readonly peers = new Map<number, PeerSender>();
   private readonly incoming = new Set<IncomingStream>();
-  private readonly service = raftService();
   private stopped = false;
   private server?: grpc.Server;
 
@@ -75,7 +87,7 @@ export class RaftTransport {
       peer = undefined;
     }
     if (!peer) {
-      peer = new PeerSender(m.to, address, this.service, this.hooks, this.stats);
+      peer = new PeerSender(m.to, address, this.hooks, this.stats);
       this.peers.set(m.to, peer);
     }
     peer.enqueue(m);
@@ -86,7 +98,7 @@ export class RaftTransport {
     if (this.stopped || id === this.hooks.nodeId || this.peers.has(id)) return;
     const address = this.hooks.addressOf(id);
     if (!address) return;
-    const peer = new PeerSender(id, address, this.service, this.hooks, this.stats);
+    const peer = new PeerSender(id, address, this.hooks, this.stats);
     this.peers.set(id, peer);
     peer.open();
   }
@@ -103,8 +115,8 @@ export class RaftTransport {
 
   addTo(server: grpc.Server): void {
     this.server = server;
-    server.addService(this.service.service, {
-      Stream: (call: grpc.ServerReadableStream<WireFrame, unknown>, callback: grpc.sendUnaryData<unknown>) => this.onStream(call, callback),
+    server.addService(RAFT_TRANSPORT_SERVICE, {
+      Stream: (call: grpc.ServerReadableStream<Buffer, number>, callback: grpc.sendUnaryData<number>) => this.onStream(call, callback),
     });
   }
 
@@ -115,11 +127,11 @@ export class RaftTransport {
     for (const s of [...this.incoming]) s.finish({ code: grpc.status.UNAVAILABLE, details: 'raft transport stopped' });
     // The server outlives the driver (it also serves the controller API); unregistering lets
     // a new driver in the same process register again.
-    this.server?.removeService(this.service.service);
+    this.server?.removeService(RAFT_TRANSPORT_SERVICE);
     this.server = undefined;
   }
 
-  private onStream(call: grpc.ServerReadableStream<WireFrame, unknown>, callback: grpc.sendUnaryData<unknown>): void {
+  private onStream(call: grpc.ServerReadableStream<Buffer, number>, callback: grpc.sendUnaryData<number>): void {
     if (this.stopped) {
       callback({ code: grpc.status.UNAVAILABLE, details: 'raft transport stopped' });
       return;
@@ -136,13 +148,13 @@ class IncomingStream {
   private readonly assembler = new FrameAssembler();
 
   constructor(
-    call: grpc.ServerReadableStream<WireFrame, unknown>,
-    private readonly callback: grpc.sendUnaryData<unknown>,
+    call: grpc.ServerReadableStream<Buffer, number>,
+    private readonly callback: grpc.sendUnaryData<number>,
     private readonly hooks: TransportHooks,
     private readonly stats: TransportStats,
     private readonly onDone: () => void,
   ) {
-    call.on('data', (f: WireFrame) => this.onFrame(f));
+    call.on('data', (b: Buffer) => this.onFrame(b));
     call.on('end', () => this.finish(null));
     call.on('error', () => this.finish(null));
     call.on('cancelled', () => this.finish(null));
@@ -154,16 +166,17 @@ class IncomingStream {
     this.onDone();
     try {
       if (err) this.callback(err);
-      else this.callback(null, { received: this.accepted });
+      else this.callback(null, this.accepted);
     } catch {
       // The call may already be gone (client cancelled); nothing to report to.
     }
   }
 
-  private onFrame(f: WireFrame): void {
+  private onFrame(b: Buffer): void {
     if (this.done) return;
     try {
-      if (f.body === 'hello' && f.hello) {
+      const f = decodeFrame(b);
+      if (f.body === 'hello') {
         const to = Number(f.hello.to);
         if (to !== this.hooks.nodeId) {
           this.stats.refused++;
@@ -200,7 +213,7 @@ class PeerSender {
   private head = 0;
   private queuedBytes = 0;
   private client?: grpc.Client;
-  private call?: grpc.ClientWritableStream<WireFrame>;
+  private call?: grpc.ClientWritableStream<Buffer>;
   private blocked = false;
   private openedAtMs = 0;
   private backoffMs = RECONNECT_BACKOFF_MIN_MS;
@@ -211,7 +224,6 @@ class PeerSender {
   constructor(
     readonly id: number,
     readonly address: string,
-    private readonly service: ServiceCtor,
     private readonly hooks: TransportHooks,
     private readonly stats: TransportStats,
   ) {}
@@ -234,12 +246,11 @@ class PeerSender {
 
   open(): void {
     if (this.closed || this.call) return;
-    if (!this.client) this.client = new this.service(this.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-    const def = this.service.service.Stream;
-    const call = this.client.makeClientStreamRequest<WireFrame, unknown>(
-      def.path,
-      def.requestSerialize as (v: WireFrame) => Buffer,
-      def.responseDeserialize as (b: Buffer) => unknown,
+    if (!this.client) this.client = new grpc.Client(this.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    const call = this.client.makeClientStreamRequest<Buffer, number>(
+      STREAM.path,
+      STREAM.requestSerialize,
+      STREAM.responseDeserialize,
       new grpc.Metadata(),
       {},
       (err) => this.onStreamClosed(call, err),
@@ -248,7 +259,7 @@ class PeerSender {
     this.call = call;
     this.blocked = false;
     this.openedAtMs = Date.now();
-    call.write({ body: 'hello', hello: { from: this.hooks.nodeId, to: this.id, fromAddress: this.hooks.addressOf(this.hooks.nodeId) ?? '' } });
+    call.write(encodeHello({ from: this.hooks.nodeId, to: this.id, fromAddress: this.hooks.addressOf(this.hooks.nodeId) ?? '' }));
     this.pump();
   }
 
@@ -294,7 +305,7 @@ class PeerSender {
     }
   }
 
-  private onStreamClosed(call: grpc.ClientWritableStream<WireFrame>, err: grpc.ServiceError | null): void {
+  private onStreamClosed(call: grpc.ClientWritableStream<Buffer>, err: grpc.ServiceError | null): void {
     if (this.call !== call) return;
     this.call = undefined;
     this.blocked = false;

@@ -105,6 +105,15 @@ export class RaftNode {
   private uncommittedBytes = 0;
 
   private msgs: Message[] = [];
+  /**
+   * Leader: new entries or a new commit index are waiting to be sent. Set by propose, by an
+   * acknowledgement and by the leader's own persist; turned into messages once, by
+   * flushAppends() in ready(). So the proposals and acknowledgements stepped between two
+   * Readys (a driver drains everything that arrived during one fsync) leave as ONE Append per
+   * follower, not one per proposal and one per acknowledgement: under load that is what
+   * keeps the message count, and the transport's CPU, per write low.
+   */
+  private appendsDue = false;
   private readStates: ReadState[] = [];
   /** Reads accepted before this leader committed an entry of its term. */
   private readsWaitingForCommit: { ctx: string; from: NodeId }[] = [];
@@ -216,6 +225,7 @@ export class RaftNode {
     // Reads waiting at a former leader can no longer be confirmed; the driver times them out.
     this.readsWaitingForCommit = [];
     this.readsInFlight = [];
+    this.appendsDue = false;
   }
 
   private becomeFollower(term: number, leaderId: NodeId): void {
@@ -551,14 +561,8 @@ export class RaftNode {
     else if (pr.state === 'snapshot' && (pr.match >= pr.pendingSnapshot || pr.match >= this.log.snapIndex)) pr.becomeReplicate();
     else if (pr.state === 'replicate') pr.freeInflightsTo(m.index);
 
-    if (this.maybeCommit()) this.bcastAppend();
-    else {
-      while (this.sendAppend(pr.id, false)) { /* fill the pipeline */ }
-      // An acknowledgement that arrives after the commit index moved past what this
-      // follower was told: tell it now (an empty Append) rather than at the next heartbeat,
-      // so its state machine, and anything served from it, is not a heartbeat behind.
-      if (pr.sentCommit < Math.min(pr.match, this.log.committed)) this.sendAppend(pr.id, true);
-    }
+    // The pipeline refill and the new commit index leave with the next Ready (flushAppends).
+    if (this.maybeCommit() || pr.next <= this.log.lastIndex() || pr.sentCommit < Math.min(pr.next - 1, this.log.committed)) this.appendsDue = true;
 
     if (pr.id === this.leadTransferee && pr.match === this.log.lastIndex()) {
       this.send({ type: MessageType.TimeoutNow, to: pr.id, term: this.term });
@@ -637,6 +641,25 @@ export class RaftNode {
 
   private bcastAppend(): void {
     for (const id of this.prs.keys()) this.sendAppend(id);
+  }
+
+  /**
+   * What appendsDue stands for, once per Ready: every follower gets the entries it has not
+   * been sent (as many Appends as the inflight window and the per-message limits allow), and
+   * one that was sent everything but not the current commit index gets an empty Append that
+   * carries it — so its state machine, and anything served from it, is not a heartbeat
+   * behind. An Append with entries carries the commit index too.
+   */
+  private flushAppends(): void {
+    this.appendsDue = false;
+    if (this.role !== StateRole.Leader) return;
+    for (const pr of this.prs.values()) {
+      while (this.sendAppend(pr.id, false)) { /* fill the pipeline */ }
+      // Up to what the follower holds or has been sent (in order, on one stream): it applies
+      // min(commit, last index of the Append) only.
+      const sent = pr.state === 'replicate' ? pr.next - 1 : pr.match;
+      if (pr.sentCommit < Math.min(sent, this.log.committed)) this.sendAppend(pr.id, true);
+    }
   }
 
   private bcastHeartbeat(ctx: string): void {
@@ -739,7 +762,7 @@ export class RaftNode {
     }
     const e = this.appendEntry(EntryType.Normal, data);
     this.uncommittedBytes += data.length;
-    this.bcastAppend();
+    this.appendsDue = true;
     return { index: e.index, term: e.term };
   }
 
@@ -867,6 +890,15 @@ export class RaftNode {
   // ---------------------------------------------------------------- Ready / Advance
 
   private send(m: Partial<Message> & Pick<Message, 'type' | 'to' | 'term'>): void {
+    if (m.type === MessageType.AppendResp && !m.reject && m.index !== undefined) {
+      // Several Appends stepped between two Readys are acknowledged by one response: an
+      // acceptance up to n covers every acceptance below it (the leader's match and
+      // inflight window only move forward), so a follower answers once per fsync.
+      const last = this.msgs[this.msgs.length - 1];
+      if (last && last.type === MessageType.AppendResp && !last.reject && last.to === m.to && last.term === m.term && last.index <= m.index) {
+        this.msgs.pop();
+      }
+    }
     this.msgs.push({
       from: this.id,
       logTerm: 0,
@@ -897,6 +929,7 @@ export class RaftNode {
     const ss = this.softState();
     return (
       this.msgs.length > 0 ||
+      this.appendsDue ||
       this.readStates.length > 0 ||
       this.pendingSnapshot !== undefined ||
       this.log.lastIndex() > this.log.stableIndex ||
@@ -910,6 +943,7 @@ export class RaftNode {
   }
 
   ready(): Ready {
+    if (this.appendsDue) this.flushAppends();
     const hs = this.hardState();
     const ss = this.softState();
     const hsChanged = hs.term !== this.prevHardState.term || hs.vote !== this.prevHardState.vote || hs.commit !== this.prevHardState.commit;
@@ -951,7 +985,7 @@ export class RaftNode {
     if (rd.committedEntries.length > 0) {
       this.log.applied = rd.committedEntries[rd.committedEntries.length - 1].index;
     }
-    if (this.role === StateRole.Leader && this.maybeCommit()) this.bcastAppend();
+    if (this.role === StateRole.Leader && this.maybeCommit()) this.appendsDue = true;
   }
 
   // ---------------------------------------------------------------- inspection

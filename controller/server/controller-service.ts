@@ -3,6 +3,7 @@ import { FlotillaError, isFlotillaError } from '../../shared/errors/error-codes'
 import { fromGrpcError, toGrpcError } from '../../shared/rpc/grpc-errors';
 import { loadProto } from '../../shared/rpc/proto';
 import { absoluteDeadlineOf, refuseIfExpired } from '../../shared/rpc/deadline';
+import { LEADER_ADDRESS_TRAILER } from '../../shared/rpc/leader-hint';
 import type { Logger } from '../../shared/log';
 import { FORWARD_HOPS_MAX, LeaderForwarder, forwardHopsOf } from './leader-forwarder';
 import { FetchMetadataRequestWire, MetadataStream } from './metadata-stream';
@@ -274,26 +275,28 @@ export class ControllerService {
         return;
       }
       this.inflight++;
-      this.route(method, route, call)
+      const trailer = new grpc.Metadata();
+      this.route(method, route, call, trailer)
         .then(
-          (res) => callback(null, res),
+          (res) => callback(null, res, trailer),
           (err) => callback(this.toStatus(method, err)),
         )
         .finally(() => this.inflight--);
     };
   }
 
-  private async route<Req>(method: string, route: UnaryRoute<Req>, call: grpc.ServerUnaryCall<Req, Wire>): Promise<Wire> {
+  /** `trailer` goes back with a successful answer: a forwarded one names the leader (shared/rpc/leader-hint.ts). */
+  private async route<Req>(method: string, route: UnaryRoute<Req>, call: grpc.ServerUnaryCall<Req, Wire>, trailer: grpc.Metadata): Promise<Wire> {
     // A request that arrives after its absolute deadline (held up in a frozen broker or a
     // partitioned network) is refused before anything is proposed: its client has given up
     // and may have retried elsewhere (shared/rpc/deadline.ts).
     refuseIfExpired(call.metadata, method);
     route.check?.(call.request);
-    if (!this.driver.isLeader()) return this.forward(method, call);
+    if (!this.driver.isLeader()) return this.forward(method, call, trailer);
     return route.serve(call.request);
   }
 
-  private async forward(method: string, call: grpc.ServerUnaryCall<unknown, unknown>): Promise<Wire> {
+  private async forward(method: string, call: grpc.ServerUnaryCall<unknown, unknown>, trailer?: grpc.Metadata): Promise<Wire> {
     const leaderId = knownLeader(this.driver.leaderId());
     if (leaderId === undefined || leaderId === this.nodeId) {
       throw new FlotillaError('CONTROLLER_UNAVAILABLE', `no active controller is known to controller ${this.nodeId} (election in progress)`, { nodeId: this.nodeId });
@@ -305,7 +308,9 @@ export class ControllerService {
     const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()), absoluteDeadlineOf(call.metadata));
     this.logger.debug({ method, leaderId, leaderAddress, hops }, 'forwarding to the active controller');
     try {
-      return (await this.forwarder.call(leaderAddress, method, call.request as object, hops + 1, deadlineMs)) as Wire;
+      const res = (await this.forwarder.call(leaderAddress, method, call.request as object, hops + 1, deadlineMs)) as Wire;
+      trailer?.set(LEADER_ADDRESS_TRAILER, leaderAddress);
+      return res;
     } catch (e) {
       const err = e as grpc.ServiceError;
       // The leader's own answer (e.g. TOPIC_ALREADY_EXISTS) passes through unchanged.

@@ -19,6 +19,12 @@ export interface ClientPoolOptions {
   readonly onEvict?: (address: string) => void;
 }
 
+/** A unary call's answer with the trailers the server sent (e.g. shared/rpc/leader-hint.ts). */
+export interface UnaryAnswer<Res> {
+  readonly res: Res;
+  readonly trailers: grpc.Metadata;
+}
+
 export class GrpcClientPool {
   private readonly clients = new Map<string, grpc.Client>();
 
@@ -56,12 +62,31 @@ export class GrpcClientPool {
    * grpc.ServiceError as received.
    */
   unary<Res>(address: string, method: string, request: object, deadlineMs: number, metadata: grpc.Metadata = new grpc.Metadata()): Promise<Res> {
+    return this.unaryWithTrailers<Res>(address, method, request, deadlineMs, metadata).then((a) => a.res);
+  }
+
+  /**
+   * unary() that also gives the trailers. grpc-js reports them ('status') right after the
+   * answer's callback, in the same turn, so the answer waits for them.
+   */
+  unaryWithTrailers<Res>(address: string, method: string, request: object, deadlineMs: number, metadata: grpc.Metadata = new grpc.Metadata()): Promise<UnaryAnswer<Res>> {
     const client = this.get(address);
     const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
     if (typeof fn !== 'function') return Promise.reject(new Error(`no unary method ${method} on this service`));
     const md = withAbsoluteDeadline(deadlineMs, metadata);
-    return new Promise<Res>((resolve, reject) => {
-      fn.call(client, request, md, { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res)));
+    return new Promise<UnaryAnswer<Res>>((resolve, reject) => {
+      let res: Res | undefined;
+      let ok = false;
+      const call = fn.call(client, request, md, { deadline: deadlineMs }, (err, value) => {
+        if (err) reject(err);
+        else {
+          ok = true;
+          res = value as Res;
+        }
+      });
+      call.on('status', (st: grpc.StatusObject) => {
+        if (ok) resolve({ res: res as Res, trailers: st.metadata });
+      });
     });
   }
 

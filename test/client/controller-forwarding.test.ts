@@ -202,6 +202,22 @@ describe('controller service: forwarding to the active controller', function () 
     }
   });
 
+  it('after an answer a follower forwarded, the client sends its next call to the leader directly', async () => {
+    const [follower, leader] = await pair();
+    // Only the follower is configured: the leader is known only from the forwarded answer.
+    const admin = new Flotilla({ bootstrap: [follower.address], totalTimeoutMs: 3_000, backoffInitialMs: 20, backoffMaxMs: 50 }).admin();
+    try {
+      await admin.createTopic({ name: 'first', partitions: 1, replicationFactor: 1 });
+      // The follower goes away; a client still sending through it could not succeed.
+      follower.service.close();
+      follower.server.forceShutdown();
+      await admin.createTopic({ name: 'second', partitions: 1, replicationFactor: 1 });
+      expect([...leader.qc.topics.keys()].sort()).to.deep.equal(['first', 'second']);
+    } finally {
+      await admin.close();
+    }
+  });
+
   it('refuses, without applying it, a write that arrives after its absolute deadline (held up on the way), on the leader and through a follower', async () => {
     const [follower, leader] = await pair();
     const late = () => withAbsoluteDeadline(Date.now() - 5_000);

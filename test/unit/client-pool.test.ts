@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { GrpcClientPool } from '../../shared/rpc/client-pool';
@@ -20,9 +21,17 @@ function fakeCtor(seen: Seen): grpc.ServiceClientConstructor {
     close(): void {
       seen.closed.push(this.address);
     }
-    Echo(request: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<unknown>): void {
+    /** Answers like grpc-js: the callback, then 'status' with the trailers in the same turn. */
+    Echo(request: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<unknown>): EventEmitter {
       seen.calls.push({ address: this.address, request, md, opts });
-      setImmediate(() => cb(null, { echoed: request }));
+      const call = new EventEmitter();
+      setImmediate(() => {
+        cb(null, { echoed: request });
+        const trailers = new grpc.Metadata();
+        trailers.set('x-trailer', this.address);
+        call.emit('status', { code: grpc.status.OK, details: '', metadata: trailers });
+      });
+      return call;
     }
   }
   return Fake as unknown as grpc.ServiceClientConstructor;
@@ -73,6 +82,9 @@ describe('shared/rpc GrpcClientPool', () => {
     expect(call.md.get(DEADLINE_HEADER)).to.deep.equal([String(Math.floor(deadlineMs))]);
     expect(call.md.get('x-hops')).to.deep.equal(['1']);
     expect(call.opts.deadline).to.equal(deadlineMs);
+    const withTrailers = await pool.unaryWithTrailers<{ echoed: unknown }>('b:1', 'Echo', { n: 8 }, deadlineMs);
+    expect(withTrailers.res.echoed).to.deep.equal({ n: 8 });
+    expect(withTrailers.trailers.get('x-trailer')).to.deep.equal(['b:1']);
   });
 
   it('refuses an unknown method and a non-positive bound with a clear error', async () => {
