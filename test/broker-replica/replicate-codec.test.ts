@@ -3,13 +3,14 @@ import type * as grpc from '@grpc/grpc-js';
 import { brokerClientConstructor } from '../../broker/replica/replica-fetcher';
 import { decodeReplicaPush, decodeReplicaReport, encodeReplicaPush, encodeReplicaReport } from '../../broker/replica/replicate-codec';
 import type { ReplicaPush, ReplicaReport } from '../../broker/replica/replicate-codec';
+import { decodeProduceRequest, decodeProduceResponse, encodeProduceRequest, encodeProduceResponse } from '../../shared/rpc/produce-codec';
 
-// The Replicate stream's hand-written codecs speak proto/broker.proto: what they write,
+// The hand-written codecs of Replicate and Produce/ProduceStream speak proto/broker.proto: what they write,
 // proto-loader (protobufjs) reads back as the same message, and what protobufjs writes, they
 // read — including negative numbers (ten-byte varints), 2^53-1, absent (default) fields and
 // empty records.
 
-const protoMethod = (): grpc.MethodDefinition<unknown, unknown> => brokerClientConstructor().service.Replicate!;
+const protoMethod = (name = 'Replicate'): grpc.MethodDefinition<unknown, unknown> => brokerClientConstructor().service[name]!;
 
 function report(): ReplicaReport {
   return {
@@ -82,5 +83,33 @@ describe('broker/replica Replicate codecs (wire-compatible with proto/broker.pro
     expect(normalize(decodeReplicaReport(extended))).to.deep.equal(normalize(m));
     const whole = encodeReplicaPush(push());
     expect(() => decodeReplicaPush(whole.subarray(0, whole.length - 5))).to.throw(/malformed/);
+  });
+
+  it('ProduceRequest and ProduceResponse written by the codec are read by protobufjs as the same messages, and back', () => {
+    const req = {
+      correlationId: 2 ** 40,
+      acks: -1,
+      timeoutMs: 30_000,
+      partitions: [
+        { topic: 'orders', partition: 3, records: Buffer.from('a record batch, as bytes') },
+        { topic: 'x', partition: 0, records: Buffer.alloc(0) },
+      ],
+      transactionalId: '',
+    };
+    const res = {
+      correlationId: 7,
+      results: [
+        { topic: 'orders', partition: 3, baseOffset: 2 ** 50, logAppendTimeMs: -1, logStartOffset: 0, error: null },
+        { topic: 'orders', partition: 4, baseOffset: -1, logAppendTimeMs: -1, logStartOffset: -1, error: { code: 9, name: 'REQUEST_TIMED_OUT', message: 'slow', detailsJson: '{}' } },
+      ],
+      error: { code: 6, name: 'NOT_LEADER_FOR_PARTITION', message: 'é', detailsJson: '' },
+    };
+    for (const name of ['Produce', 'ProduceStream']) {
+      const m = protoMethod(name);
+      expect(normalize(m.requestDeserialize(encodeProduceRequest(req)))).to.deep.equal(normalize(req));
+      expect(normalize(decodeProduceRequest(m.requestSerialize(req) as Buffer))).to.deep.equal(normalize(req));
+      expect(normalize(m.responseDeserialize(encodeProduceResponse(res)))).to.deep.equal(normalize(res));
+      expect(normalize(decodeProduceResponse(m.responseSerialize(res) as Buffer))).to.deep.equal(normalize(res));
+    }
   });
 });
