@@ -490,6 +490,9 @@ export class BrokerService {
       const timer = setTimeout(() => void reread(true), maxWaitMs);
       const unpark = this.delayedFetches.park({ wake: () => void reread(false) }, partitions);
       if (unpark === null) void reread(true);
+      // Data appended while the first read was pending woke nobody (it was not parked yet):
+      // read once more now, or such a fetch waits for its max wait.
+      else void reread(false);
     });
   }
 
