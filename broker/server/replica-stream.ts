@@ -20,6 +20,9 @@ import type { ReplicaPosition as ReplicaPositionWire, ReplicaPush as ReplicaPush
 // Bounds: positions per stream (REQUEST_PARTITIONS_MAX), one unanswered position per
 // partition, one push message of at most `pushMaxBytes` record bytes at a time (more waits for
 // the next flush), and no new message while the previous one waits for HTTP/2 flow control.
+// A live follower reports at least every max wait (each answer is followed by a report), so a
+// stream silent for REPORT_SILENCE_MAX_MS is a dead peer the transport has not noticed (a
+// network partition leaves the TCP connection up): it is ended, releasing its parked positions.
 
 export type {
   ReplicaPosition as ReplicaPositionWire,
@@ -67,6 +70,9 @@ interface Entry {
   unpark: (() => void) | null;
 }
 
+/** A stream with no report for this long is ended (its follower is gone or stuck). */
+export const REPORT_SILENCE_MAX_MS = 30_000;
+
 const keyOf = (topic: string, partition: number, topicId: string): string => `${topic}\u0000${partition}\u0000${topicId}`;
 
 export class ReplicaStreamSession {
@@ -77,6 +83,7 @@ export class ReplicaStreamSession {
   private flushAgain = false;
   private waitingDrain = false;
   private closed = false;
+  private lastReportMs = Date.now();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -120,6 +127,7 @@ export class ReplicaStreamSession {
 
   private onReport(m: ReplicaReportWire): void {
     if (this.closed) return;
+    this.lastReportMs = Date.now();
     try {
       const id = m.replicaId;
       if (this.replicaId === -1) {
@@ -178,6 +186,11 @@ export class ReplicaStreamSession {
 
   private onMaxWaitTick(): void {
     const now = Date.now();
+    if (now - this.lastReportMs > REPORT_SILENCE_MAX_MS) {
+      this.deps.logger.warn({ replicaId: this.replicaId, silentMs: now - this.lastReportMs }, `no report from follower ${this.replicaId} for ${now - this.lastReportMs} ms; ending its replication stream`);
+      this.fail(new FlotillaError('REQUEST_TIMED_OUT', `no report on this replication stream for ${now - this.lastReportMs} ms`));
+      return;
+    }
     let any = false;
     for (const e of this.entries.values()) {
       if (e.awaiting && e.parkedAtMs > 0 && now - e.parkedAtMs >= this.deps.maxWaitMs) {
