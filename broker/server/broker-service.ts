@@ -176,11 +176,6 @@ export class BrokerService {
     for (const s of [...this.replicaStreams]) s.end();
   }
 
-  /** Replication streams open on this broker (tests, debugging): their follower ids. */
-  replicationFollowers(): number[] {
-    return [...this.replicaStreams].map((s) => s.follower);
-  }
-
   // ======================= replication stream =======================
 
   /** One follower broker's Replicate stream (broker/server/replica-stream.ts). */

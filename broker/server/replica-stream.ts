@@ -98,10 +98,6 @@ export class ReplicaStreamSession {
     this.timer.unref();
   }
 
-  get follower(): number {
-    return this.replicaId;
-  }
-
   /** Ends the stream normally (the broker shuts down): the follower reconnects or moves on. */
   end(): void {
     if (this.closed) return;
