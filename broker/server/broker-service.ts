@@ -25,7 +25,8 @@ import type { ReplicaPushWire, ReplicaReportWire } from './replica-stream';
 
 // flotilla.broker.Broker (proto/broker.proto), served on the broker's one gRPC server beside
 // the admin proxy: Metadata from the broker's image, Produce / ProduceStream, Fetch (consumers
-// and followers), ListOffsets, InitProducerId (ids from controller-allocated blocks, through
+// and followers), Replicate (the leader's side of a follower broker's replication stream:
+// replica-stream.ts, reading positions with readPartition), ListOffsets, InitProducerId (ids from controller-allocated blocks, through
 // the ProducerIdSource the process wires to broker/producer). Kafka analogue: KafkaApis' handleProduceRequest / handleFetchRequest /
 // handleListOffsetRequest / handleTopicMetadataRequest.
 //
@@ -157,7 +158,8 @@ export class BrokerService {
 
   /** Adds flotilla.broker.Broker to `server`. */
   register(server: grpc.Server): void {
-    // Replicate uses hand-written codecs (broker/replica/replicate-codec.ts); the rest proto-loader's.
+    // Produce, ProduceStream and Replicate use hand-written codecs (shared/rpc/produce-codec.ts,
+    // broker/replica/replicate-codec.ts); the other methods proto-loader's.
     const service = replicationServiceDefinition();
     const impl: grpc.UntypedServiceImplementation = {
       Metadata: this.unary('Metadata', async (req) => this.metadata(req as { topics: string[] })),
