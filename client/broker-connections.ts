@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { FlotillaError } from '../shared/errors/error-codes';
 import { fromGrpcError } from '../shared/rpc/grpc-errors';
+import { withProduceCodecs } from '../shared/rpc/produce-codec';
 import { CHANNEL_OPTIONS, loadProto } from '../shared/rpc/proto';
 import type { ProduceRequestWire, ProduceResponseWire } from './wire';
 
@@ -29,7 +30,8 @@ let brokerCtor: grpc.ServiceClientConstructor | undefined;
 function brokerClientConstructor(): grpc.ServiceClientConstructor {
   if (!brokerCtor) {
     const pkg = loadProto('broker.proto') as unknown as { flotilla: { broker: { Broker: grpc.ServiceClientConstructor } } };
-    brokerCtor = pkg.flotilla.broker.Broker;
+    // Produce and ProduceStream with the hand-written codecs (record batches copied once).
+    brokerCtor = grpc.makeGenericClientConstructor(withProduceCodecs(pkg.flotilla.broker.Broker.service), 'Broker');
   }
   return brokerCtor;
 }

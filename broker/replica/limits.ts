@@ -24,6 +24,10 @@ export const FETCH_MAX_WAIT_MS_MAX = 30_000;
 export const DELAYED_FETCHES_MAX = 10_000;
 /** acks=all partition appends waiting for the high watermark at once, broker-wide. */
 export const DELAYED_PRODUCES_MAX = 100_000;
+/** Replicate streams one broker serves at once (a follower opens one per leader it follows). */
+export const REPLICA_STREAMS_MAX = 1_000;
+/** Record bytes in one message of a Replicate stream (more goes in the next one). */
+export const REPLICA_PUSH_MAX_BYTES = 16 * MIB;
 /** Produce requests in flight on one ProduceStream before the broker stops reading it. */
 export const STREAM_INFLIGHT_MAX = 1_024;
 /** Default and bound of a Produce's timeout_ms. */

@@ -507,9 +507,11 @@ export class Partition {
       let bytes = 0;
       if (answer.records.length > 0) {
         // Skip whole batches below our end (a batch is never split; defensive).
-        const slices = splitBatches(answer.records).filter((s) => readBatchHeader(s, 0).lastOffset >= this.log.logEndOffset);
+        const all = splitBatches(answer.records);
+        const slices = all.filter((s) => readBatchHeader(s, 0).lastOffset >= this.log.logEndOffset);
         if (slices.length > 0) {
-          const buf = slices.length === 1 ? slices[0]! : Buffer.concat(slices);
+          // All kept (the usual case): the answer's bytes are already their concatenation.
+          const buf = slices.length === all.length ? answer.records : slices.length === 1 ? slices[0]! : Buffer.concat(slices);
           await this.log.append(buf, { assignOffsets: false, leaderEpoch });
           this.guard.onAppended(slices.map((s) => readBatchHeader(s, 0)));
           bytes = buf.length;

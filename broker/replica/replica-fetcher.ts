@@ -4,59 +4,69 @@ import type { Logger } from '../../shared/log';
 import { CHANNEL_OPTIONS, loadProto } from '../../shared/rpc/proto';
 import type { Divergence, Partition } from './partition';
 import { BROKER_MAX_MESSAGE_BYTES } from './limits';
+import { withReplicateCodecs } from './replicate-codec';
+import type { ReplicaPush, ReplicaPushEntry } from './replicate-codec';
 
-// Followers pull from leaders (Kafka's ReplicaFetcherManager / ReplicaFetcherThread): one
-// fetcher per source leader broker, each a loop of long-poll Fetch calls (replica_id = this
-// broker, replica_epoch = its broker epoch) carrying every partition this broker follows on
-// that leader. A partition's fetch says where its log ends and the epoch of its last batch; the
-// answer is applied by the Partition (append, or truncation on a DivergingEpoch).
+// Followers replicate from leaders (Kafka's ReplicaFetcherManager / ReplicaFetcherThread):
+// one fetcher per source leader broker, each one long-lived Replicate stream
+// (proto/broker.proto) carrying every partition this broker follows on that leader. The
+// fetcher reports a position per partition (its log end offset and the epoch of its last
+// batch, with replica_id = this broker and its broker epoch); the leader answers each position
+// once, as soon as it appended past it (pushed, no polling) or after its max wait with nothing
+// new. The answer is applied by the Partition (append, or truncation on a DivergingEpoch), and
+// the partition's next report — sent right after — tells the leader the new log end offset,
+// which is what advances the high watermark. Reports of one event-loop turn go in one message.
 //
-// Why long-poll Fetch rather than a stream: the leader parks a fetch until data arrives (up
-// to FETCH_MAX_WAIT_MS), so a caught-up follower costs one call per max wait and a busy one
-// gets data one round trip after the leader appended it; the same RPC serves consumers, and a
-// stream would need flow control of its own. When the partition set changes, the call in
-// flight is cancelled so a new partition starts at once (failover latency).
+// Why a stream and not a long-poll Fetch per round (what this was until the data-plane work of
+// issue 3 §8): every round of a unary call is a new HTTP/2 stream with headers and a deadline,
+// and grpc-js spent about a third of the brokers' CPU on it; on a stream a round is two small
+// messages. The per-position request/answer keeps Fetch's semantics (the same leader code reads
+// it) and bounds what is in flight: at most one answer per partition, each at most
+// PARTITION_MAX_BYTES. A position replaced by a newer one (a leader epoch change) is never
+// answered; answers are matched by report id, so a late answer to an old position is dropped.
+//
+// Failures: a broken stream (the leader went away, refused the stream with
+// STALE_BROKER_EPOCH, ...) is reopened with backoff, and every partition reports again; a
+// position left unanswered for maxWaitMs + STALL_MS means a stuck leader: the stream is
+// cancelled and reopened. Partition-level errors (NOT_LEADER, FENCED/UNKNOWN_LEADER_EPOCH)
+// delay that partition's next report by PARTITION_RETRY_MS.
 
-/** How long the leader may park a follower fetch; also bounds how stale the follower's HW is. */
+/** How long the leader may hold a position with nothing new; also bounds how stale the follower's HW is. */
 export const FETCH_MAX_WAIT_MS = 500;
-/** Per partition and per response caps of a follower fetch. */
+/** Per partition cap of one answer (at least one whole batch is sent). */
 const PARTITION_MAX_BYTES = 1024 * 1024;
-const RESPONSE_MAX_BYTES = 16 * 1024 * 1024;
-/** Backoff after a failed call: doubles from the first to the max. */
+/** Backoff after a broken stream: doubles from the first to the max. */
 const BACKOFF_INITIAL_MS = 50;
 const BACKOFF_MAX_MS = 1_000;
-/** A partition whose fetch failed (not leader yet, epoch mismatch) waits this long. */
+/** A partition whose answer was an error (not leader yet, epoch mismatch) reports again after this. */
 const PARTITION_RETRY_MS = 100;
+/** A position unanswered this long past the leader's max wait: the stream is restarted. */
+const STALL_MS = 10_000;
+/** Period of the fetcher's timer (reconnects, delayed partitions, stall check). */
+const TICK_MS = 50;
+
+type PushWire = ReplicaPush;
+type PushEntryWire = ReplicaPushEntry;
+
+type ReplicateCall = grpc.ClientDuplexStream<unknown, PushWire>;
 
 interface BrokerClient extends grpc.Client {
-  Fetch(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<FetchResponseWire>): grpc.ClientUnaryCall;
-}
-
-interface ErrorWire {
-  code: number;
-  name: string;
-  message: string;
-  detailsJson: string;
-}
-
-interface FetchResultWire {
-  topic: string;
-  partition: number;
-  error: ErrorWire | null;
-  highWatermark: number;
-  logStartOffset: number;
-  records: Buffer;
-  divergingEpoch: { epoch: number; endOffset: number } | null;
-  leaderEpoch: number;
-}
-
-interface FetchResponseWire {
-  partitions: FetchResultWire[];
+  Replicate(md: grpc.Metadata): ReplicateCall;
 }
 
 export function brokerClientConstructor(): grpc.ServiceClientConstructor {
   const pkg = loadProto('broker.proto') as unknown as { flotilla: { broker: { Broker: grpc.ServiceClientConstructor } } };
   return pkg.flotilla.broker.Broker;
+}
+
+let replicationCtor: grpc.ServiceClientConstructor | undefined;
+/** The Broker service with Replicate's hand-written codecs (replicate-codec.ts), client and server side. */
+export function replicationServiceDefinition(): grpc.ServiceDefinition {
+  return withReplicateCodecs(brokerClientConstructor().service);
+}
+function replicationClientConstructor(): grpc.ServiceClientConstructor {
+  replicationCtor ??= grpc.makeGenericClientConstructor(replicationServiceDefinition(), 'Broker');
+  return replicationCtor;
 }
 
 export interface FetcherOptions {
@@ -72,13 +82,20 @@ export interface FetcherOptions {
 interface Followed {
   readonly p: Partition;
   readonly leaderEpoch: number;
+  /** No report before this (after an error answer). */
   delayedUntilMs: number;
+  /** The unanswered report: its id (0 = none), the log end offset it carried, when it was sent. */
+  reportId: number;
+  reportOffset: number;
+  reportSentMs: number;
+  /** An answer is being applied (the next report follows it). */
+  applying: boolean;
 }
 
 /** Owns one ReplicaFetcher per source leader. */
 export class ReplicaFetcherManager {
   private readonly fetchers = new Map<number, ReplicaFetcher>();
-  private readonly ctor = brokerClientConstructor();
+  private readonly ctor = replicationClientConstructor();
   private closed = false;
 
   constructor(private readonly o: FetcherOptions) {}
@@ -122,14 +139,20 @@ export class ReplicaFetcherManager {
 
 class ReplicaFetcher {
   private readonly partitions = new Map<Partition, Followed>();
+  /** Unanswered reports by id; one per followed partition at most. */
+  private readonly outstanding = new Map<number, Followed>();
+  private readonly toReport = new Set<Followed>();
+  private toStop: { topic: string; partition: number; topicId: string }[] = [];
+  private reportScheduled = false;
+  private nextReportId = 1;
   private stopped = false;
-  private inflight: grpc.ClientUnaryCall | undefined;
-  private cancelledForChange = false;
+  private call: ReplicateCall | undefined;
   private client: BrokerClient | undefined;
   private clientAddress: string | undefined;
-  private wake: (() => void) | undefined;
   private failures = 0;
+  private nextConnectMs = 0;
   private readonly maxWaitMs: number;
+  private readonly timer: NodeJS.Timeout;
 
   constructor(
     readonly leaderId: number,
@@ -137,7 +160,9 @@ class ReplicaFetcher {
     private readonly o: FetcherOptions,
   ) {
     this.maxWaitMs = o.maxWaitMs ?? FETCH_MAX_WAIT_MS;
-    void this.run().catch((err: unknown) => o.logger.error({ err, leaderId }, 'replica fetcher loop failed'));
+    this.timer = setInterval(() => this.onTick(), TICK_MS);
+    this.timer.unref();
+    setImmediate(() => this.onTick());
   }
 
   get size(): number {
@@ -151,78 +176,176 @@ class ReplicaFetcher {
   add(p: Partition, leaderEpoch: number): void {
     const had = this.partitions.get(p);
     if (had !== undefined && had.leaderEpoch === leaderEpoch) return;
-    this.partitions.set(p, { p, leaderEpoch, delayedUntilMs: 0 });
-    this.interrupt();
+    if (had !== undefined) this.forget(had);
+    const f: Followed = { p, leaderEpoch, delayedUntilMs: 0, reportId: 0, reportOffset: -1, reportSentMs: 0, applying: false };
+    this.partitions.set(p, f);
+    this.queueReport(f);
   }
 
   remove(p: Partition): void {
-    if (this.partitions.delete(p)) this.interrupt();
+    const f = this.partitions.get(p);
+    if (f === undefined) return;
+    this.partitions.delete(p);
+    this.forget(f);
+    if (this.call !== undefined) {
+      this.toStop.push({ topic: p.topicName, partition: p.partition, topicId: p.topicId });
+      this.scheduleReports();
+    }
   }
 
   stop(): void {
     this.stopped = true;
-    this.interrupt();
+    clearInterval(this.timer);
+    const call = this.call;
+    this.call = undefined;
+    call?.cancel();
     this.client?.close();
   }
 
-  /** A new partition set: cancel the parked call so the next one carries it at once. */
-  private interrupt(): void {
-    if (this.inflight !== undefined) {
-      this.cancelledForChange = true;
-      this.inflight.cancel();
-    }
-    this.wake?.();
+  private forget(f: Followed): void {
+    if (f.reportId !== 0) this.outstanding.delete(f.reportId);
+    f.reportId = 0;
+    this.toReport.delete(f);
   }
 
-  private async run(): Promise<void> {
-    // Bounded per iteration by the call deadline; ends when stopped.
-    while (!this.stopped) {
-      const now = Date.now();
-      const eligible = [...this.partitions.values()].filter((f) => f.delayedUntilMs <= now && !f.p.isClosed);
-      const address = this.o.addressOf(this.leaderId);
-      if (eligible.length === 0 || address === undefined) {
-        const next = Math.min(...[...this.partitions.values()].map((f) => f.delayedUntilMs));
-        await this.sleep(Number.isFinite(next) ? Math.max(1, Math.min(next - now, 1_000)) : 1_000);
-        continue;
+  /** Reconnects, reports delayed partitions, restarts a stalled stream. */
+  private onTick(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    if (this.call === undefined) {
+      if (this.partitions.size > 0 && now >= this.nextConnectMs) this.connect(now);
+      return;
+    }
+    for (const f of this.partitions.values()) {
+      if (f.reportId === 0) {
+        if (!f.applying && f.delayedUntilMs <= now && !this.toReport.has(f)) this.queueReport(f);
+      } else if (now - f.reportSentMs > this.maxWaitMs + STALL_MS) {
+        this.o.logger.warn({ leaderId: this.leaderId, partition: f.p.label, waitedMs: now - f.reportSentMs }, `leader ${this.leaderId} has not answered ${f.p.label} in ${now - f.reportSentMs} ms; reopening the replication stream`);
+        this.onBroken(this.call, new FlotillaError('REQUEST_TIMED_OUT', 'replication stream stalled'));
+        return;
       }
-      const positions = eligible.map((f) => ({ f, ...f.p.fetchPosition() }));
-      let res: FetchResponseWire;
-      try {
-        res = await this.fetch(address, positions);
-        this.failures = 0;
-      } catch (err) {
-        if (this.stopped) return;
-        if (this.cancelledForChange) {
-          this.cancelledForChange = false;
-          continue;
-        }
-        this.failures++;
-        const level = this.failures === 1 || this.failures % 20 === 0 ? 'warn' : 'debug';
-        this.o.logger[level]({ leaderId: this.leaderId, address, failures: this.failures, message: (err as Error).message }, `fetch from leader ${this.leaderId} failed`);
-        await this.sleep(Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** Math.min(this.failures, 10)));
-        continue;
-      }
-      this.cancelledForChange = false;
-      let progressed = false;
-      for (let i = 0; i < positions.length; i++) {
-        const { f, fetchOffset } = positions[i]!;
-        const r = res.partitions[i];
-        if (r === undefined || this.partitions.get(f.p) !== f) continue;
-        try {
-          progressed = (await this.handle(f, fetchOffset, r)) || progressed;
-        } catch (err) {
+    }
+  }
+
+  private connect(now: number): void {
+    const address = this.o.addressOf(this.leaderId);
+    if (address === undefined) {
+      this.nextConnectMs = now + BACKOFF_MAX_MS;
+      return;
+    }
+    if (this.client === undefined || this.clientAddress !== address) {
+      this.client?.close();
+      this.client = new this.ctor(address, grpc.credentials.createInsecure(), {
+        ...CHANNEL_OPTIONS,
+        'grpc.max_receive_message_length': BROKER_MAX_MESSAGE_BYTES,
+      }) as unknown as BrokerClient;
+      this.clientAddress = address;
+    }
+    const call = this.client.Replicate(new grpc.Metadata());
+    this.call = call;
+    call.on('data', (m: PushWire) => this.onPush(call, m));
+    call.on('error', (err: Error) => this.onBroken(call, err));
+    call.on('end', () => this.onBroken(call, new FlotillaError('NOT_LEADER_FOR_PARTITION', `leader ${this.leaderId} ended the replication stream`)));
+    this.outstanding.clear();
+    this.toStop = [];
+    for (const f of this.partitions.values()) {
+      f.reportId = 0;
+      if (!f.applying && f.delayedUntilMs <= now) this.queueReport(f);
+    }
+  }
+
+  private onBroken(call: ReplicateCall, err: Error): void {
+    if (this.call !== call) return;
+    this.call = undefined;
+    call.cancel();
+    this.outstanding.clear();
+    this.toReport.clear();
+    this.toStop = [];
+    for (const f of this.partitions.values()) f.reportId = 0;
+    if (this.stopped) return;
+    this.failures++;
+    const level = this.failures === 1 || this.failures % 20 === 0 ? 'warn' : 'debug';
+    this.o.logger[level](
+      { leaderId: this.leaderId, address: this.clientAddress, failures: this.failures, message: err.message },
+      `replication stream to leader ${this.leaderId} broke`,
+    );
+    this.nextConnectMs = Date.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** Math.min(this.failures - 1, 10));
+  }
+
+  private queueReport(f: Followed): void {
+    if (this.call === undefined || this.stopped) return; // connect() reports everything
+    this.toReport.add(f);
+    this.scheduleReports();
+  }
+
+  private scheduleReports(): void {
+    if (this.reportScheduled) return;
+    this.reportScheduled = true;
+    setImmediate(() => {
+      this.reportScheduled = false;
+      this.sendReports();
+    });
+  }
+
+  /** One message with every position queued this turn (and the partitions to forget). */
+  private sendReports(): void {
+    const call = this.call;
+    if (call === undefined || this.stopped) return;
+    const now = Date.now();
+    const positions = [];
+    for (const f of this.toReport) {
+      if (this.partitions.get(f.p) !== f || f.p.isClosed || f.applying) continue;
+      const { fetchOffset, lastFetchedEpoch } = f.p.fetchPosition();
+      if (f.reportId !== 0) this.outstanding.delete(f.reportId);
+      f.reportId = this.nextReportId++;
+      f.reportOffset = fetchOffset;
+      f.reportSentMs = now;
+      this.outstanding.set(f.reportId, f);
+      positions.push({
+        topic: f.p.topicName,
+        partition: f.p.partition,
+        topicId: f.p.topicId,
+        currentLeaderEpoch: f.leaderEpoch,
+        fetchOffset,
+        lastFetchedEpoch,
+        partitionMaxBytes: PARTITION_MAX_BYTES,
+        reportId: f.reportId,
+      });
+    }
+    this.toReport.clear();
+    const stopped = this.toStop;
+    this.toStop = [];
+    if (positions.length === 0 && stopped.length === 0) return;
+    // HTTP/2 flow control bounds what is buffered: at most one report per partition is unanswered.
+    call.write({ replicaId: this.o.brokerId, replicaEpoch: this.o.brokerEpoch(), positions, stopped });
+  }
+
+  private onPush(call: ReplicateCall, m: PushWire): void {
+    if (this.call !== call) return;
+    this.failures = 0;
+    for (const r of m.partitions ?? []) {
+      const f = this.outstanding.get(r.reportId);
+      if (f === undefined) continue; // an answer to a replaced position
+      this.outstanding.delete(r.reportId);
+      f.reportId = 0;
+      if (this.partitions.get(f.p) !== f) continue;
+      f.applying = true;
+      this.handle(f, f.reportOffset, r)
+        .catch((err: unknown) => {
           f.delayedUntilMs = Date.now() + BACKOFF_MAX_MS;
           const fields = { partition: f.p.label, leaderId: this.leaderId, error: (err as Error).name, message: (err as Error).message };
           if (isFlotillaError(err) && err.name === 'NOT_LEADER_FOR_PARTITION') this.o.logger.debug(fields, 'fetched data dropped: the partition changed role');
           else this.o.logger.warn(fields, `${f.p.label}: could not apply data fetched from leader ${this.leaderId}`);
-        }
-      }
-      void progressed;
+        })
+        .finally(() => {
+          f.applying = false;
+          if (this.partitions.get(f.p) === f && f.delayedUntilMs <= Date.now()) this.queueReport(f);
+        });
     }
   }
 
-  /** Applies one partition's answer; true when something was appended or truncated. */
-  private async handle(f: Followed, fetchOffset: number, r: FetchResultWire): Promise<boolean> {
+  /** Applies one partition's answer. */
+  private async handle(f: Followed, fetchOffset: number, r: PushEntryWire): Promise<void> {
     if (r.error !== null && r.error !== undefined && r.error.code !== 0) {
       const name = errorNameForCode(r.error.code);
       let details: Record<string, unknown> = {};
@@ -233,68 +356,18 @@ class ReplicaFetcher {
       }
       if (name === 'OFFSET_OUT_OF_RANGE' && typeof details.logStartOffset === 'number' && typeof details.logEndOffset === 'number') {
         await f.p.onFetchOutOfRange(this.leaderId, f.leaderEpoch, details.logStartOffset, details.logEndOffset);
-        return true;
+        return;
       }
       // NOT_LEADER, FENCED/UNKNOWN_LEADER_EPOCH: one side's metadata is behind; wait a little.
       f.delayedUntilMs = Date.now() + PARTITION_RETRY_MS;
       this.o.logger.debug({ partition: f.p.label, leaderId: this.leaderId, error: name, message: r.error.message }, 'follower fetch refused for a partition');
-      return false;
+      return;
     }
     const divergence: Divergence | null = r.divergingEpoch ? { epoch: r.divergingEpoch.epoch, endOffset: r.divergingEpoch.endOffset } : null;
-    const bytes = await f.p.applyFetched(this.leaderId, f.leaderEpoch, fetchOffset, {
+    await f.p.applyFetched(this.leaderId, f.leaderEpoch, fetchOffset, {
       records: r.records ?? Buffer.alloc(0),
       highWatermark: r.highWatermark,
       divergence,
-    });
-    return bytes > 0 || divergence !== null;
-  }
-
-  private fetch(address: string, positions: { f: Followed; fetchOffset: number; lastFetchedEpoch: number }[]): Promise<FetchResponseWire> {
-    if (this.client === undefined || this.clientAddress !== address) {
-      this.client?.close();
-      this.client = new this.ctor(address, grpc.credentials.createInsecure(), {
-        ...CHANNEL_OPTIONS,
-        'grpc.max_receive_message_length': BROKER_MAX_MESSAGE_BYTES,
-      }) as unknown as BrokerClient;
-      this.clientAddress = address;
-    }
-    const req = {
-      replicaId: this.o.brokerId,
-      replicaEpoch: this.o.brokerEpoch(),
-      maxWaitMs: this.maxWaitMs,
-      minBytes: 1,
-      maxBytes: RESPONSE_MAX_BYTES,
-      isolationLevel: 'READ_UNCOMMITTED',
-      partitions: positions.map(({ f, fetchOffset, lastFetchedEpoch }) => ({
-        topic: f.p.topicName,
-        partition: f.p.partition,
-        fetchOffset,
-        partitionMaxBytes: PARTITION_MAX_BYTES,
-        currentLeaderEpoch: f.leaderEpoch,
-        lastFetchedEpoch,
-        topicId: f.p.topicId,
-      })),
-    };
-    const client = this.client;
-    return new Promise((resolve, reject) => {
-      this.inflight = client.Fetch(req, new grpc.Metadata(), { deadline: Date.now() + this.maxWaitMs + 10_000 }, (err, res) => {
-        this.inflight = undefined;
-        if (err) reject(err);
-        else if (res === undefined) reject(new FlotillaError('UNKNOWN', 'empty fetch response'));
-        else resolve(res);
-      });
-    });
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
     });
   }
 }

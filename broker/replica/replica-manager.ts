@@ -29,8 +29,9 @@ import { ReplicaFetcherManager } from './replica-fetcher';
 
 /**
  * replica.lag.time.max.ms default: 10 s. Kafka uses 30 s (KIP-537 raised it from 10 s for
- * large clusters with GC pauses). Here a follower fetches at least every FETCH_MAX_WAIT_MS
- * (500 ms), so 10 s is 20 missed fetches; a lower value shortens the stall of acks=all writes
+ * large clusters with GC pauses). Here a follower reports its position at least every
+ * FETCH_MAX_WAIT_MS (500 ms: the leader answers an idle position after that), so 10 s is 20
+ * missed reports; a lower value shortens the stall of acks=all writes
  * behind a stuck-but-unfenced follower (the controller fences a silent broker after 9 s
  * anyway), a much lower one would shrink the ISR on a slow fsync or a busy shared CPU.
  */
@@ -82,7 +83,7 @@ export interface ReplicaManagerOptions {
   readonly producerGuardFactory?: ProducerGuardFactory;
   readonly hwCheckpointIntervalMs?: number;
   readonly retentionCheckIntervalMs?: number;
-  /** Follower fetch long-poll wait. */
+  /** The leader's max wait for a follower position (the fetcher's stall detection counts from it). */
   readonly fetchMaxWaitMs?: number;
   /** Bound on all replicas' in-memory log tails together (TAIL_CACHE_TOTAL_BYTES_DEFAULT). */
   readonly tailCacheTotalBytes?: number;

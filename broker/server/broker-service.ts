@@ -11,17 +11,22 @@ import {
   METADATA_TOPICS_MAX,
   PRODUCE_TIMEOUT_MS_DEFAULT,
   PRODUCE_TIMEOUT_MS_MAX,
+  REPLICA_PUSH_MAX_BYTES,
+  REPLICA_STREAMS_MAX,
   REQUEST_PARTITIONS_MAX,
   STREAM_INFLIGHT_MAX,
 } from '../replica/limits';
 import type { Partition } from '../replica/partition';
 import type { ReplicaManager } from '../replica/replica-manager';
-import { brokerClientConstructor } from '../replica/replica-fetcher';
+import { FETCH_MAX_WAIT_MS, replicationServiceDefinition } from '../replica/replica-fetcher';
 import { DelayedFetches } from './delayed-fetch';
+import { ReplicaStreamSession } from './replica-stream';
+import type { ReplicaPushWire, ReplicaReportWire } from './replica-stream';
 
 // flotilla.broker.Broker (proto/broker.proto), served on the broker's one gRPC server beside
 // the admin proxy: Metadata from the broker's image, Produce / ProduceStream, Fetch (consumers
-// and followers), ListOffsets, InitProducerId (ids from controller-allocated blocks, through
+// and followers), Replicate (the leader's side of a follower broker's replication stream:
+// replica-stream.ts, reading positions with readPartition), ListOffsets, InitProducerId (ids from controller-allocated blocks, through
 // the ProducerIdSource the process wires to broker/producer). Kafka analogue: KafkaApis' handleProduceRequest / handleFetchRequest /
 // handleListOffsetRequest / handleTopicMetadataRequest.
 //
@@ -118,6 +123,7 @@ interface ListOffsetsPartitionWire {
 
 /** A fetch's max_bytes of 0 means this. */
 const FETCH_DEFAULT_MAX_BYTES = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 const EARLIEST = -2;
 const LATEST = -1;
 
@@ -142,6 +148,7 @@ export function errorWire(err: unknown): ErrorWire {
 export class BrokerService {
   private readonly rm: ReplicaManager;
   private readonly delayedFetches = new DelayedFetches(DELAYED_FETCHES_MAX);
+  private readonly replicaStreams = new Set<ReplicaStreamSession>();
   private closed = false;
 
   constructor(private readonly o: BrokerServiceOptions) {
@@ -151,12 +158,15 @@ export class BrokerService {
 
   /** Adds flotilla.broker.Broker to `server`. */
   register(server: grpc.Server): void {
-    const service = brokerClientConstructor().service;
+    // Produce, ProduceStream and Replicate use hand-written codecs (shared/rpc/produce-codec.ts,
+    // broker/replica/replicate-codec.ts); the other methods proto-loader's.
+    const service = replicationServiceDefinition();
     const impl: grpc.UntypedServiceImplementation = {
       Metadata: this.unary('Metadata', async (req) => this.metadata(req as { topics: string[] })),
       Produce: this.unary('Produce', async (req) => this.produce(req as unknown as ProduceRequestWire)),
       ProduceStream: (call: grpc.ServerDuplexStream<ProduceRequestWire, ProduceResponseWire>) => this.produceStream(call),
       Fetch: (call: grpc.ServerUnaryCall<FetchRequestWire, Wire>, callback: grpc.sendUnaryData<Wire>) => this.fetchCall(call, callback),
+      Replicate: (call: grpc.ServerDuplexStream<ReplicaReportWire, ReplicaPushWire>) => this.replicate(call),
       ListOffsets: this.unary('ListOffsets', async (req) => this.listOffsets(req as { partitions: ListOffsetsPartitionWire[]; isolationLevel: string })),
       InitProducerId: this.unary('InitProducerId', async (req) => this.initProducerId(req as { transactionalId: string; transactionTimeoutMs: number })),
     };
@@ -165,6 +175,28 @@ export class BrokerService {
 
   close(): void {
     this.closed = true;
+    for (const s of [...this.replicaStreams]) s.end();
+  }
+
+  // ======================= replication stream =======================
+
+  /** One follower broker's Replicate stream (broker/server/replica-stream.ts). */
+  private replicate(call: grpc.ServerDuplexStream<ReplicaReportWire, ReplicaPushWire>): void {
+    if (this.closed || this.replicaStreams.size >= REPLICA_STREAMS_MAX) {
+      const why = this.closed ? `broker ${this.o.brokerId} is shutting down` : `broker ${this.o.brokerId} has ${this.replicaStreams.size} replication streams open, the most it serves`;
+      call.emit('error', toGrpcError(new FlotillaError(this.closed ? 'NOT_LEADER_FOR_PARTITION' : 'LIMIT_EXCEEDED', why)));
+      return;
+    }
+    const session = new ReplicaStreamSession(call, {
+      readPartition: (e, replicaId, budgetBytes, mustReturnOne, firstPass) => this.readPartition(e, replicaId, budgetBytes, mustReturnOne, firstPass),
+      checkReplica: (replicaId, replicaEpoch) => this.checkReplica(replicaId, replicaEpoch),
+      delayedFetches: this.delayedFetches,
+      logger: this.o.logger,
+      maxWaitMs: FETCH_MAX_WAIT_MS,
+      pushMaxBytes: REPLICA_PUSH_MAX_BYTES,
+      onClosed: (s) => this.replicaStreams.delete(s),
+    });
+    this.replicaStreams.add(session);
   }
 
   /** A new id for an idempotent producer (transactions, with their ids and epochs, come later). */
@@ -462,6 +494,9 @@ export class BrokerService {
       const timer = setTimeout(() => void reread(true), maxWaitMs);
       const unpark = this.delayedFetches.park({ wake: () => void reread(false) }, partitions);
       if (unpark === null) void reread(true);
+      // Data appended while the first read was pending woke nobody (it was not parked yet):
+      // read once more now, or such a fetch waits for its max wait.
+      else void reread(false);
     });
   }
 
@@ -487,39 +522,54 @@ export class BrokerService {
     let bytes = 0;
     let hasError = false;
     for (const e of entries) {
-      const base = { topic: e.topic, partition: e.partition, error: null, highWatermark: -1, lastStableOffset: -1, logStartOffset: -1, records: Buffer.alloc(0), divergingEpoch: null, leaderEpoch: -1 };
-      let p: Partition | null = null;
-      try {
-        p = this.leaderPartition(e.topic, e.partition);
-        if (e.topicId && e.topicId !== p.topicId) throw this.notLeader(e.topic, e.partition);
-        checkLeaderEpoch(p, e.currentLeaderEpoch);
-        const state = { highWatermark: p.highWatermark, lastStableOffset: p.highWatermark, logStartOffset: p.logStartOffset, leaderEpoch: p.leaderEpoch };
-        if (replicaId >= 0) {
-          const divergence = firstPass ? p.onFollowerFetch(replicaId, e.fetchOffset, e.lastFetchedEpoch ?? -1) : p.divergenceFor(e.fetchOffset, e.lastFetchedEpoch ?? -1);
-          if (divergence !== null) {
-            results.push({ ...base, ...state, highWatermark: p.highWatermark, divergingEpoch: divergence });
-            partitions.push(p);
-            hasError = true; // answer at once: the follower must truncate first
-            continue;
-          }
-        }
-        const budget = maxBytes - bytes;
-        let records: Buffer = Buffer.alloc(0);
-        if (budget > 0 || bytes === 0) {
-          const want = Math.max(1, Math.min(e.partitionMaxBytes || maxBytes, budget));
-          const r = await p.read(e.fetchOffset, want, replicaId >= 0 ? 'logEnd' : 'highWatermark');
-          records = r.records;
-        }
-        bytes += records.length;
-        results.push({ ...base, highWatermark: p.highWatermark, lastStableOffset: p.highWatermark, logStartOffset: p.logStartOffset, leaderEpoch: p.leaderEpoch, records });
-      } catch (err) {
-        hasError = true;
-        if (!isFlotillaError(err)) this.o.logger.error({ err, topic: e.topic, partition: e.partition }, 'unexpected fetch failure');
-        results.push({ ...base, ...(p ? { highWatermark: p.highWatermark, logStartOffset: p.logStartOffset, leaderEpoch: p.leaderEpoch } : {}), error: errorWire(this.withLeader(err)) });
-      }
-      partitions.push(p);
+      const r = await this.readPartition(e, replicaId, maxBytes - bytes, bytes === 0, firstPass);
+      results.push(r.result);
+      partitions.push(r.p);
+      bytes += r.result.records.length;
+      hasError ||= r.answerNow;
     }
     return { results, bytes, hasError, partitions };
+  }
+
+  /**
+   * One partition of a fetch (or of a replication stream position). `budgetBytes` is what the
+   * response has left; a first partition (`mustReturnOne`) gets a whole batch even past it. A
+   * follower's first pass runs the leader's bookkeeping (Partition.onFollowerFetch: divergence
+   * check, its log end offset, ISR, high watermark); later passes of a parked fetch only check
+   * divergence. `answerNow`: an error or a divergence, which must not wait.
+   */
+  async readPartition(
+    e: FetchPartitionWire,
+    replicaId: number,
+    budgetBytes: number,
+    mustReturnOne: boolean,
+    firstPass: boolean,
+  ): Promise<{ result: FetchResultWire; p: Partition | null; answerNow: boolean }> {
+    const base = { topic: e.topic, partition: e.partition, error: null, highWatermark: -1, lastStableOffset: -1, logStartOffset: -1, records: EMPTY, divergingEpoch: null, leaderEpoch: -1 };
+    let p: Partition | null = null;
+    try {
+      p = this.leaderPartition(e.topic, e.partition);
+      if (e.topicId && e.topicId !== p.topicId) throw this.notLeader(e.topic, e.partition);
+      checkLeaderEpoch(p, e.currentLeaderEpoch);
+      if (replicaId >= 0) {
+        const divergence = firstPass ? p.onFollowerFetch(replicaId, e.fetchOffset, e.lastFetchedEpoch ?? -1) : p.divergenceFor(e.fetchOffset, e.lastFetchedEpoch ?? -1);
+        if (divergence !== null) {
+          const state = { highWatermark: p.highWatermark, lastStableOffset: p.highWatermark, logStartOffset: p.logStartOffset, leaderEpoch: p.leaderEpoch };
+          return { result: { ...base, ...state, divergingEpoch: divergence }, p, answerNow: true };
+        }
+      }
+      let records: Buffer = EMPTY;
+      if (budgetBytes > 0 || mustReturnOne) {
+        const want = Math.max(1, Math.min(e.partitionMaxBytes || budgetBytes, budgetBytes));
+        const r = await p.read(e.fetchOffset, want, replicaId >= 0 ? 'logEnd' : 'highWatermark');
+        records = r.records;
+      }
+      return { result: { ...base, highWatermark: p.highWatermark, lastStableOffset: p.highWatermark, logStartOffset: p.logStartOffset, leaderEpoch: p.leaderEpoch, records }, p, answerNow: false };
+    } catch (err) {
+      if (!isFlotillaError(err)) this.o.logger.error({ err, topic: e.topic, partition: e.partition }, 'unexpected fetch failure');
+      const state = p ? { highWatermark: p.highWatermark, logStartOffset: p.logStartOffset, leaderEpoch: p.leaderEpoch } : {};
+      return { result: { ...base, ...state, error: errorWire(this.withLeader(err)) }, p, answerNow: true };
+    }
   }
 
   // ======================= list offsets =======================

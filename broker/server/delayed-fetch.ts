@@ -5,6 +5,8 @@ import type { Partition } from '../replica/partition';
 // moves (log end for followers, high watermark for consumers, a role change for both). The
 // waker re-reads; the fetch answers when it has enough, on its max wait, or when cancelled.
 // Bounded: past `max` parked fetches, a fetch is answered at once with what it has.
+// Replication streams (replica-stream.ts) park each unanswered follower position here too,
+// one entry per position; when full, a position is answered on its max wait instead.
 
 export interface ParkedFetch {
   /** Something moved on one of its partitions. */

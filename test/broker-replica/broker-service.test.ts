@@ -1,6 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'chai';
+import * as grpc from '@grpc/grpc-js';
+import { replicationServiceDefinition } from '../../broker/replica/replica-fetcher';
+import type { ReplicaPush, ReplicaReport } from '../../broker/replica/replicate-codec';
 import { decodeRecordBatches, encodeRecordBatch, setLogAppendTime } from '../../shared/records/record-batch';
 import { InProcessCluster, waitFor } from '../broker/in-process-cluster';
 import { BrokerWire, WireCluster, batchOf, errName, expectRefused, recordsOf } from './broker-wire';
@@ -190,6 +193,69 @@ describe('broker service (in-process cluster)', function () {
       { topic: 'strict', partition: 0, timestampMs: -2 },
     ]);
     expect(lo.partitions.map((p) => p.offset)).to.deep.equal([1, 0]);
+  });
+
+  it('Replicate: the leader pushes an append to a parked position, answers each position at most once (never a replaced one), and ends a stream with a stale broker epoch', async () => {
+    await createTopic('pushed', 1, 3);
+    const leader = (await wc.leaderOf('pushed', 0))!;
+    const followerId = [1, 2, 3].find((id) => id !== leader.id)!;
+    const epochOf = (id: number): number => cluster.brokers.get(id)!.status().brokerEpoch;
+    const topicId = cluster.brokers.get(leader.id)!.replicas().find((r) => r.topicName === 'pushed')!.topicId;
+    const Client = grpc.makeGenericClientConstructor(replicationServiceDefinition(), 'Broker');
+    const client = new Client(leader.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & { Replicate: (md: grpc.Metadata) => grpc.ClientDuplexStream<ReplicaReport, ReplicaPush> };
+    try {
+      const call = client.Replicate(new grpc.Metadata());
+      const answers: ReplicaPush['partitions'] = [];
+      call.on('data', (m: ReplicaPush) => answers.push(...m.partitions));
+      call.on('error', () => undefined);
+      // Offset 0 as the follower's log end: never more than it has (this is a real follower's id).
+      const report = (reportId: number): void => {
+        call.write({
+          replicaId: followerId,
+          replicaEpoch: epochOf(followerId),
+          positions: [{ topic: 'pushed', partition: 0, topicId, currentLeaderEpoch: leader.epoch, fetchOffset: 0, lastFetchedEpoch: -1, partitionMaxBytes: 1 << 20, reportId }],
+          stopped: [],
+        });
+      };
+      report(1);
+      report(2); // replaces 1: only 2 may be answered
+      const produced = await wc.wire(leader.address).produce({ acks: 1, partitions: [{ topic: 'pushed', partition: 0, records: batchOf(['p0']) }] });
+      expect(errName(produced.results[0]!.error)).to.equal(null);
+      // An empty answer means the max wait passed before the append: report again (bounded).
+      let latest = 2;
+      await waitFor('the pushed append', () => {
+        const last = answers[answers.length - 1];
+        if (last !== undefined && last.reportId === latest && last.records.length === 0) report(++latest);
+        return answers.some((a) => a.records.length > 0);
+      });
+      const withRecords = answers.find((a) => a.records.length > 0)!;
+      expect(recordsOf(withRecords.records).map((r) => r.value)).to.deep.equal(['p0']);
+      expect(answers.map((a) => a.reportId)).to.not.include(1);
+      expect(new Set(answers.map((a) => a.reportId)).size, 'one answer per position').to.equal(answers.length);
+      call.end();
+      // A stale broker epoch: the stream ends with the typed error.
+      const stale = client.Replicate(new grpc.Metadata());
+      const refused = new Promise<grpc.ServiceError>((resolve) => stale.on('error', resolve));
+      stale.on('data', () => expect.fail('a stale broker epoch got an answer'));
+      stale.write({ replicaId: followerId, replicaEpoch: epochOf(followerId) - 1, positions: [], stopped: [] });
+      const err = await refused;
+      expect(err.metadata.get('flotilla-error-name')[0]).to.equal('STALE_BROKER_EPOCH');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('an idle follower stays in the ISR past replica.lag.time.max.ms (the leader answers its parked position after the max wait, and it reports again)', async () => {
+    await createTopic('idle', 1, 3, { 'min.insync.replicas': '2' });
+    const leader = (await wc.leaderOf('idle', 0))!;
+    const res = await wc.wire(leader.address).produce({ acks: -1, partitions: [{ topic: 'idle', partition: 0, records: batchOf(['once']) }] });
+    expect(errName(res.results[0]!.error)).to.equal(null);
+    const before = cluster.brokers.get(leader.id)!.replicas().find((r) => r.topicName === 'idle')!;
+    expect(before.isr).to.have.length(3);
+    await new Promise((r) => setTimeout(r, 7_500)); // 2.5 x replica.lag.time.max.ms (3 s) with no writes
+    const after = cluster.brokers.get(leader.id)!.replicas().find((r) => r.topicName === 'idle')!;
+    expect(after.isr).to.deep.equal(before.isr);
+    expect(after.partitionEpoch, 'no ISR change was made').to.equal(before.partitionEpoch);
   });
 
   it('acks=all with two of three replicas down: NOT_ENOUGH_REPLICAS, and none of those records is ever consumed', async () => {
