@@ -2,7 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import { FlotillaError } from '../shared/errors/error-codes';
 import { fromGrpcError } from '../shared/rpc/grpc-errors';
 import { withProduceCodecs } from '../shared/rpc/produce-codec';
-import { CHANNEL_OPTIONS, loadProto } from '../shared/rpc/proto';
+import { loadProto } from '../shared/rpc/proto';
+import { GrpcClientPool } from '../shared/rpc/client-pool';
 import type { ProduceRequestWire, ProduceResponseWire } from './wire';
 
 // The data-plane sockets: one gRPC channel per broker address (flotilla.broker.Broker,
@@ -43,8 +44,15 @@ export interface CancellableCall<Res> {
 }
 
 export class BrokerConnections {
-  private readonly clients = new Map<string, grpc.Client>();
   private readonly streams = new Map<string, ProduceStream>();
+  private readonly clients = new GrpcClientPool(brokerClientConstructor(), {
+    clientsMax: CHANNELS_MAX,
+    // The oldest channel goes; its produce stream fails first, so its senders retry elsewhere.
+    onEvict: (address) => {
+      this.streams.get(address)?.close(new FlotillaError('LEADER_NOT_AVAILABLE', `connection to ${address} closed: too many brokers`, { address }));
+      this.streams.delete(address);
+    },
+  });
   private closed = false;
 
   /** One RPC to `address`; rejects with a FlotillaError (see the header). */
@@ -54,7 +62,7 @@ export class BrokerConnections {
 
   cancellable<Res>(address: string, method: string, request: object, deadlineMs: number): CancellableCall<Res> {
     if (this.closed) return { promise: Promise.reject(closedError()), cancel: () => undefined };
-    const client = this.clientFor(address);
+    const client = this.clients.get(address);
     const fn = (client as unknown as Record<string, UnaryMethod | undefined>)[method];
     if (typeof fn !== 'function') throw new Error(`no unary method ${method} in broker.proto`);
     let call: grpc.ClientUnaryCall | undefined;
@@ -71,7 +79,7 @@ export class BrokerConnections {
     if (this.closed) throw closedError();
     let s = this.streams.get(address);
     if (!s || s.broken) {
-      s = new ProduceStream(this.clientFor(address), address);
+      s = new ProduceStream(this.clients.get(address), address);
       this.streams.set(address, s);
     }
     return s;
@@ -99,25 +107,7 @@ export class BrokerConnections {
     this.closed = true;
     for (const s of this.streams.values()) s.close(closedError());
     this.streams.clear();
-    for (const c of this.clients.values()) c.close();
-    this.clients.clear();
-  }
-
-  private clientFor(address: string): grpc.Client {
-    let client = this.clients.get(address);
-    if (!client) {
-      if (this.clients.size >= CHANNELS_MAX) {
-        const [oldest, c] = this.clients.entries().next().value as [string, grpc.Client];
-        this.streams.get(oldest)?.close(new FlotillaError('LEADER_NOT_AVAILABLE', `connection to ${oldest} closed: too many brokers`, { address: oldest }));
-        this.streams.delete(oldest);
-        c.close();
-        this.clients.delete(oldest);
-      }
-      const Ctor = brokerClientConstructor();
-      client = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-      this.clients.set(address, client);
-    }
-    return client;
+    this.clients.close();
   }
 }
 
