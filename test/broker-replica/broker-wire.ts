@@ -70,8 +70,8 @@ export class BrokerWire {
     }) as unknown as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   }
 
-  metadata(topics: string[] = []): Promise<MetadataResponse> {
-    return this.unary('Metadata', { topics });
+  metadata(topics: string[] = [], brokersOnly = false): Promise<MetadataResponse> {
+    return this.unary('Metadata', { topics, brokersOnly });
   }
 
   produce(req: { acks: number; partitions: { topic: string; partition: number; records: Buffer }[]; timeoutMs?: number; correlationId?: number; transactionalId?: string }): Promise<{ correlationId: number; results: ProduceResult[] }> {
