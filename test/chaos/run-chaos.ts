@@ -184,7 +184,7 @@ async function main(): Promise<number> {
   const reportDir = path.resolve(args.reportDir, runId);
   fs.mkdirSync(reportDir, { recursive: true });
   pruneOldReports(path.dirname(reportDir));
-  log(`chaos: seed ${args.seed} (replay: make chaos SEED=${args.seed}${args.durationS ? ` DURATION=${args.durationS}` : ''}${args.brokers !== 3 ? ` BROKERS=${args.brokers}` : ''}), report in ${reportDir}`);
+  log(`chaos: seed ${args.seed} (replay: make chaos SEED=${args.seed}${args.durationS ? ` DURATION=${args.durationS}` : ''}${args.brokers !== 3 ? ` BROKERS=${args.brokers}` : ''}${args.only ? `, with --only ${args.only.join(',')}` : ''}), report in ${reportDir}`);
   try {
     await docker(['image', 'inspect', args.image]);
   } catch {
