@@ -5,7 +5,7 @@
 #   make up                             a local 3-controller quorum in ./data (pretty logs on a terminal)
 #   make image                          the container image (Docker installed and started if absent)
 #   make compose-up / compose-down      3 controllers + 3 brokers in docker-compose (deploy/compose)
-#   make chaos [SEED=n] [DURATION=s]    the compose check and the seeded fault-injection suite
+#   make chaos [SEED=n] [DURATION=s] [BROKERS=5]  the compose check and the seeded fault-injection suite
 
 SEEDS ?= 1000
 MOCHA_ARGS ?=
@@ -53,9 +53,11 @@ clean:
 
 # --- containers and chaos (deploy/, test/chaos/) -------------------------------------------
 # Chaos run: SEED replays a fault schedule (empty = a fresh random seed, printed);
-# DURATION is the fault phase in seconds (empty = the CI-sized schedule, every fault once).
+# DURATION is the fault phase in seconds (empty = the CI-sized schedule, every fault once);
+# BROKERS=5 adds the two-brokers-at-once fault (kill-brokers) to the schedule.
 SEED ?=
 DURATION ?=
+BROKERS ?=
 COMPOSE_FILE := deploy/compose/docker-compose.yml
 COMPOSE_PROJECT ?= flotilla
 COMPOSE := deploy/scripts/compose.sh -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE)
@@ -75,4 +77,4 @@ chaos: image
 	$(BIN)/mocha --no-config --exit --timeout 600000 --node-option enable-source-maps \
 		--reporter ./dist/test/support/summary-reporter.js dist/test/chaos/compose.chaos.js
 	node --enable-source-maps dist/test/chaos/run-chaos.js \
-		$(if $(SEED),--seed $(SEED)) $(if $(DURATION),--duration-s $(DURATION))
+		$(if $(SEED),--seed $(SEED)) $(if $(DURATION),--duration-s $(DURATION)) $(if $(BROKERS),--brokers $(BROKERS))

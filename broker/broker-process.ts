@@ -156,7 +156,11 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
       );
     },
   });
-  const service = new BrokerService({ brokerId: nodeId, replicaManager, logger, producerIds: { next: () => producerIds.generateProducerId() } });
+  // Ready once unfenced: the controller unfences a broker only when its metadata has reached
+  // its own registration. Stays ready when fenced later (its image is complete, only stale).
+  let caughtUpOnce = false;
+  const metadataReady = (): boolean => (caughtUpOnce ||= lifecycle !== undefined && !lifecycle.status().isFenced);
+  const service = new BrokerService({ brokerId: nodeId, replicaManager, logger, producerIds: { next: () => producerIds.generateProducerId() }, metadataReady });
 
   // Deliberate sizes (broker/replica/limits.ts): a produce request or fetch response may carry
   // a batch as large as the largest max.message.bytes a topic may set.

@@ -231,7 +231,10 @@ export class ClusterMetadata {
       const deadline = Math.min(deadlineMs ?? Infinity, Date.now() + this.o.requestTimeoutMs);
       if (deadline <= Date.now()) break;
       try {
-        const res = await this.o.connections.unary<MetadataResponseWire>(address, 'Metadata', { topics: [...this.wanted] }, deadline);
+        // No topic wanted yet (a producer or consumer connecting): the brokers only, never the
+        // whole cluster's topics (thousands of them took a loaded broker longer than the timeout).
+        const req = this.wanted.size > 0 ? { topics: [...this.wanted] } : { topics: [], brokersOnly: true };
+        const res = await this.o.connections.unary<MetadataResponseWire>(address, 'Metadata', req, deadline);
         this.apply(res);
         this.lastGood = address;
         return;

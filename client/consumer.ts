@@ -323,7 +323,9 @@ export class Consumer {
       for (const s of a.parts) s.inFetch = false;
       if (a.err) {
         if (!this.running) break;
-        if (!a.err.retriable && !a.err.details?.notABroker) throw a.err;
+        // A whole fetch refused for a reason that new metadata can cure (a broker that lost
+        // or never had the topic, e.g. one just restarted) is retried like a partition's.
+        if (!a.err.retriable && !a.err.details?.notABroker && !REFRESH_ON.has(a.err.name)) throw a.err;
         this.deps.logger?.debug({ address: a.address, error: a.err.name, message: a.err.message }, 'fetch failed');
         this.deps.metadata.requestUpdate();
         for (const s of a.parts) this.backoff(s);

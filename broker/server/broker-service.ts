@@ -138,6 +138,13 @@ export interface BrokerServiceOptions {
   readonly replicaManager: ReplicaManager;
   readonly logger: Logger;
   readonly producerIds: ProducerIdSource;
+  /**
+   * False until this process has caught up with the cluster metadata once (its first unfence).
+   * Until then its image is empty or partial, and an answer from it would tell clients that
+   * topics do not exist and brokers are gone (Kafka's broker enables request processing only
+   * after its initial metadata catch-up). Default: always ready.
+   */
+  readonly metadataReady?: () => boolean;
 }
 
 export function errorWire(err: unknown): ErrorWire {
@@ -162,7 +169,7 @@ export class BrokerService {
     // broker/replica/replicate-codec.ts); the other methods proto-loader's.
     const service = replicationServiceDefinition();
     const impl: grpc.UntypedServiceImplementation = {
-      Metadata: this.unary('Metadata', async (req) => this.metadata(req as { topics: string[] })),
+      Metadata: this.unary('Metadata', async (req) => this.metadata(req as { topics: string[]; brokersOnly?: boolean })),
       Produce: this.unary('Produce', async (req) => this.produce(req as unknown as ProduceRequestWire)),
       ProduceStream: (call: grpc.ServerDuplexStream<ProduceRequestWire, ProduceResponseWire>) => this.produceStream(call),
       Fetch: (call: grpc.ServerUnaryCall<FetchRequestWire, Wire>, callback: grpc.sendUnaryData<Wire>) => this.fetchCall(call, callback),
@@ -223,11 +230,13 @@ export class BrokerService {
 
   // ======================= metadata =======================
 
-  metadata(req: { topics: string[] }): Wire {
+  metadata(req: { topics: string[]; brokersOnly?: boolean }): Wire {
+    this.checkMetadataReady();
     const image = this.rm.image();
     const wanted = req.topics ?? [];
     if (wanted.length > METADATA_TOPICS_MAX) throw new FlotillaError('INVALID_REQUEST', `a Metadata request may name at most ${METADATA_TOPICS_MAX} topics, not ${wanted.length}`);
-    const names = wanted.length === 0 ? [...image.topics.keys()] : [...new Set(wanted)];
+    if (req.brokersOnly === true && wanted.length > 0) throw new FlotillaError('INVALID_REQUEST', 'a Metadata request with brokers_only names no topics');
+    const names = req.brokersOnly === true ? [] : wanted.length === 0 ? [...image.topics.keys()] : [...new Set(wanted)];
     names.sort();
     const topics = names.map((name) => {
       const t = image.topics.get(name);
@@ -350,6 +359,12 @@ export class BrokerService {
     return h.p;
   }
 
+  /** BROKER_FENCED (retriable: the client asks another broker) until the first metadata catch-up. */
+  private checkMetadataReady(): void {
+    if (this.o.metadataReady === undefined || this.o.metadataReady()) return;
+    throw new FlotillaError('BROKER_FENCED', `broker ${this.o.brokerId} has not caught up with the cluster metadata since it started`, { brokerId: this.o.brokerId });
+  }
+
   /** NOT_LEADER_FOR_PARTITION with the leader the image names, for the client to follow. */
   private notLeader(topic: string, partition: number): FlotillaError {
     const image = this.rm.image();
@@ -446,6 +461,7 @@ export class BrokerService {
 
   /** A fetch: read now; if less than min_bytes, park until data, the max wait, or cancellation. */
   async fetch(req: FetchRequestWire, isCancelled: () => boolean = () => false): Promise<{ partitions: FetchResultWire[] }> {
+    this.checkMetadataReady();
     const entries = req.partitions ?? [];
     if (entries.length > REQUEST_PARTITIONS_MAX) throw new FlotillaError('INVALID_REQUEST', `a fetch may carry at most ${REQUEST_PARTITIONS_MAX} partitions, not ${entries.length}`);
     const replicaId = req.replicaId ?? -1;
@@ -575,6 +591,7 @@ export class BrokerService {
   // ======================= list offsets =======================
 
   async listOffsets(req: { partitions: ListOffsetsPartitionWire[]; isolationLevel: string }): Promise<Wire> {
+    this.checkMetadataReady();
     const entries = req.partitions ?? [];
     if (entries.length > REQUEST_PARTITIONS_MAX) throw new FlotillaError('INVALID_REQUEST', `ListOffsets may carry at most ${REQUEST_PARTITIONS_MAX} partitions, not ${entries.length}`);
     for (const e of entries) {

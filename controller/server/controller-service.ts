@@ -296,7 +296,11 @@ export class ControllerService {
     return route.serve(call.request);
   }
 
-  private async forward(method: string, call: grpc.ServerUnaryCall<unknown, unknown>, trailer?: grpc.Metadata): Promise<Wire> {
+  /**
+   * `trailer`: where to name the leader for the caller (shared/rpc/leader-hint.ts);
+   * `deadlineCapMs`: an earlier bound than the caller's (a forward whose answer is optional).
+   */
+  private async forward(method: string, call: grpc.ServerUnaryCall<unknown, unknown>, trailer?: grpc.Metadata, deadlineCapMs = Number.POSITIVE_INFINITY): Promise<Wire> {
     const leaderId = knownLeader(this.driver.leaderId());
     if (leaderId === undefined || leaderId === this.nodeId) {
       throw new FlotillaError('CONTROLLER_UNAVAILABLE', `no active controller is known to controller ${this.nodeId} (election in progress)`, { nodeId: this.nodeId });
@@ -305,7 +309,7 @@ export class ControllerService {
     const hops = forwardHopsOf(call.metadata);
     if (hops >= FORWARD_HOPS_MAX) throw this.notController(leaderId, `the request was already forwarded ${hops} times`);
     if (!leaderAddress) throw this.notController(leaderId, 'its address is unknown here');
-    const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()), absoluteDeadlineOf(call.metadata));
+    const deadlineMs = Math.min(Date.now() + this.forwardTimeoutMs, deadlineToMs(call.getDeadline()), absoluteDeadlineOf(call.metadata), deadlineCapMs);
     this.logger.debug({ method, leaderId, leaderAddress, hops }, 'forwarding to the active controller');
     try {
       const res = (await this.forwarder.call(leaderAddress, method, call.request as object, hops + 1, deadlineMs)) as Wire;
@@ -394,7 +398,13 @@ export class ControllerService {
     const leaderId = knownLeader(s.leaderId);
     if (!members.fromLeader && leaderId !== undefined && leaderId !== this.nodeId && forwardHopsOf(call.metadata) < FORWARD_HOPS_MAX) {
       try {
-        const leader = (await this.forward('DescribeQuorum', call)) as { voters: Wire[]; learners: Wire[]; fromLeader: boolean };
+        // The leader's view is optional: it may use half of the caller's time, so that a slow
+        // or unreachable leader still leaves time to answer this node's own view (chaos seed
+        // 324362151: a follower that knew its leader looked dead for 90 s, every DescribeQuorum
+        // spent its whole 2 s deadline on a forward to a leader stalled in fsync).
+        const callerDeadlineMs = Math.min(deadlineToMs(call.getDeadline()), absoluteDeadlineOf(call.metadata));
+        const capMs = Number.isFinite(callerDeadlineMs) ? Date.now() + Math.max(0, callerDeadlineMs - Date.now()) / 2 : Number.POSITIVE_INFINITY;
+        const leader = (await this.forward('DescribeQuorum', call, undefined, capMs)) as { voters: Wire[]; learners: Wire[]; fromLeader: boolean };
         members = { voters: leader.voters, learners: leader.learners, fromLeader: leader.fromLeader };
       } catch (e) {
         this.logger.debug({ err: e }, 'DescribeQuorum: the leader did not answer; member progress unknown');

@@ -276,4 +276,29 @@ describe('broker service (in-process cluster)', function () {
     expect(values).to.deep.equal(['kept']);
     wc.addresses = [1, 2, 3].map((id) => cluster.brokers.get(id)!.address);
   });
+
+  it('a broker that has not caught up with the metadata since it started refuses Metadata, Fetch and ListOffsets as BROKER_FENCED (retriable), then answers', async () => {
+    // Before: a restarted broker answered from its empty image that topics did not exist and
+    // that no broker was alive; a consumer took UNKNOWN_TOPIC for final (chaos seed 324362151).
+    await createTopic('known', 1, 3);
+    await cluster.stopController(1);
+    const late = await cluster.startBroker(4);
+    const w = new BrokerWire(late.address);
+    try {
+      const refusal = await expectRefused(w.metadata(['known']), 'BROKER_FENCED');
+      expect(refusal.retriable).to.equal(true);
+      await expectRefused(w.fetch({ partitions: [{ topic: 'known', partition: 0, fetchOffset: 0 }] }), 'BROKER_FENCED');
+      await expectRefused(w.listOffsets([{ topic: 'known', partition: 0, timestampMs: -1 }]), 'BROKER_FENCED');
+      await cluster.startController(1);
+      await waitFor('broker 4 unfenced', () => late.status().state === 'running', { timeoutMs: 30_000 });
+      const md = await w.metadata(['known']);
+      expect(md.topics.map((t) => [t.name, errName(t.error)])).to.deep.equal([['known', null]]);
+      // brokers_only: the brokers, no topic (what a connecting producer asks for).
+      const brief = await w.metadata([], true);
+      expect(brief.topics ?? []).to.have.length(0);
+      expect((brief.brokers ?? []).map((b) => b.brokerId)).to.include.members([1, 2, 3, 4]);
+    } finally {
+      w.close();
+    }
+  });
 });

@@ -71,8 +71,8 @@ export class BrokerWire {
     }) as unknown as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   }
 
-  metadata(topics: string[] = []): Promise<MetadataResponse> {
-    return this.unary('Metadata', { topics });
+  metadata(topics: string[] = [], brokersOnly = false, timeoutMs = 20_000): Promise<MetadataResponse> {
+    return this.unary('Metadata', { topics, brokersOnly }, timeoutMs);
   }
 
   produce(req: { acks: number; partitions: { topic: string; partition: number; records: Buffer }[]; timeoutMs?: number; correlationId?: number; transactionalId?: string }): Promise<{ correlationId: number; results: ProduceResult[] }> {

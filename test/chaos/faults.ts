@@ -26,6 +26,14 @@ export async function kill(c: ChaosCluster, n: ChaosNode): Promise<Heal> {
   return () => ensureRunning(c, n);
 }
 
+/** kill -9 of several nodes in one command (as close to at once as Docker gets). */
+export async function killAll(c: ChaosCluster, nodes: readonly ChaosNode[]): Promise<Heal> {
+  await docker(['kill', '--signal', 'KILL', ...nodes.map((n) => n.containerName)]);
+  return async () => {
+    for (const n of nodes) await ensureRunning(c, n);
+  };
+}
+
 /** SIGTERM, then SIGKILL after STOP_GRACE_S: a broker's controlled shutdown runs first. */
 export async function stopGracefully(c: ChaosCluster, n: ChaosNode): Promise<Heal> {
   await docker(['stop', '-t', String(STOP_GRACE_S), n.containerName], (STOP_GRACE_S + 30) * 1000);
@@ -178,6 +186,8 @@ export type TargetKind =
   | 'controller-majority'
   | 'partition-leader'
   | 'partition-follower'
+  | 'partition-leader-and-follower'
+  | 'brokers-outside-partition'
   | 'any-broker'
   | 'whole-cluster';
 
@@ -204,13 +214,24 @@ export async function resolveTarget(c: ChaosCluster, kind: TargetKind, prng: Prn
       return [leader, ...prng.shuffle([...followers]).slice(0, majority - 1)];
     }
     case 'partition-leader':
-    case 'partition-follower': {
+    case 'partition-follower':
+    case 'partition-leader-and-follower':
+    case 'brokers-outside-partition': {
       const [t] = await admin.describeTopics([PROBE_TOPIC]);
       const p = t?.partitions[0];
       const leader = c.brokers().find((b) => b.id === p?.leader);
       if (kind === 'partition-leader') return [leader ?? prng.pick(c.brokers())];
+      if (kind === 'brokers-outside-partition') {
+        // Two brokers holding no replica of it (with 5 brokers and RF 3, exactly two).
+        const outside = c.brokers().filter((b) => p !== undefined && !p.replicas.includes(b.id));
+        const pool = outside.length >= 2 ? outside : c.brokers().filter((b) => b !== leader);
+        return prng.shuffle([...pool]).slice(0, 2);
+      }
       const followers = c.brokers().filter((b) => b !== leader && (p?.isr.includes(b.id) ?? true));
-      return [prng.pick(followers.length > 0 ? followers : c.brokers().filter((b) => b !== leader))];
+      const follower = prng.pick(followers.length > 0 ? followers : c.brokers().filter((b) => b !== leader));
+      if (kind === 'partition-follower') return [follower];
+      // Leader and follower at once: the ISR's last member must take over with every acknowledged record.
+      return [leader ?? prng.pick(c.brokers().filter((b) => b !== follower)), follower];
     }
   }
 }

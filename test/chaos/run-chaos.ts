@@ -8,7 +8,7 @@ import * as faults from './faults';
 import type { ChaosNode } from './cluster';
 import { HistoryRecorder, type FaultRecord } from './history';
 import { QuorumSampler, collectControllerLogs, leaderObservationsFromLogs } from './raft-observer';
-import { ALL_FAULT_TYPES, FaultScheduler, freshSeed, type FaultSpec, type FaultType } from './scheduler';
+import { ALL_FAULT_TYPES, FaultScheduler, KILL_BROKERS_MIN_BROKERS, freshSeed, type FaultSpec, type FaultType } from './scheduler';
 import { MetadataWorkload, ProduceConsumeWorkload, type Workload, type WorkloadContext, type WorkloadResult } from './workload';
 import { Prng } from '../sim/prng';
 
@@ -81,6 +81,7 @@ function parseArgs(argv: readonly string[]): Args {
     }
   }
   if (a.brokers < 3 || a.brokers > 9) throw new Error('--brokers must be 3..9');
+  if (a.only?.includes('kill-brokers') && a.brokers < KILL_BROKERS_MIN_BROKERS) throw new Error(`kill-brokers needs --brokers ${KILL_BROKERS_MIN_BROKERS} or more`);
   return a;
 }
 
@@ -91,7 +92,11 @@ function log(line: string): void {
 async function applyFault(c: ChaosCluster, spec: FaultSpec, nodes: ChaosNode[]): Promise<{ heal: faults.Heal; detail: string }> {
   const heals: faults.Heal[] = [];
   let detail = '';
-  for (const n of nodes) {
+  if (spec.type === 'kill-brokers') {
+    heals.push(await faults.killAll(c, nodes));
+    detail = 'kill -9 of both in one command';
+  }
+  for (const n of spec.type === 'kill-brokers' ? [] : nodes) {
     switch (spec.type) {
       case 'kill':
       case 'kill-majority':
@@ -132,6 +137,7 @@ async function applyFault(c: ChaosCluster, spec: FaultSpec, nodes: ChaosNode[]):
       case 'restart':
         heals.push(await faults.restart(c, n));
         break;
+      case 'kill-brokers': // all at once, above
       case 'roll-restart':
         break;
     }
@@ -178,7 +184,7 @@ async function main(): Promise<number> {
   const reportDir = path.resolve(args.reportDir, runId);
   fs.mkdirSync(reportDir, { recursive: true });
   pruneOldReports(path.dirname(reportDir));
-  log(`chaos: seed ${args.seed} (replay: make chaos SEED=${args.seed}${args.durationS ? ` DURATION=${args.durationS}` : ''}), report in ${reportDir}`);
+  log(`chaos: seed ${args.seed} (replay: make chaos SEED=${args.seed}${args.durationS ? ` DURATION=${args.durationS}` : ''}${args.brokers !== 3 ? ` BROKERS=${args.brokers}` : ''}${args.only ? `, with --only ${args.only.join(',')}` : ''}), report in ${reportDir}`);
   try {
     await docker(['image', 'inspect', args.image]);
   } catch {
@@ -200,7 +206,7 @@ async function main(): Promise<number> {
     log(`cluster whole after ${Date.now() - runStart} ms; probe topic ${faults.PROBE_TOPIC} created`);
 
     const history = new HistoryRecorder();
-    const scheduler = new FaultScheduler(args.seed, args.only);
+    const scheduler = new FaultScheduler(args.seed, args.only, args.brokers);
     const ctx: WorkloadContext = { cluster, history, prng: new Prng(args.seed ^ 0x5eed), log };
     const workloads: Workload[] = args.workloads.map((w) =>
       w === 'metadata' ? new MetadataWorkload({ prefix: `chaos-${args.seed}` }) : new ProduceConsumeWorkload({ prefix: `chaos-${args.seed}`, readBackTimeoutMs: READ_BACK_DEADLINE_MS - 2_000 }),

@@ -18,6 +18,7 @@ export type FaultType =
   | 'disk-full'
   | 'restart'
   | 'kill-majority'
+  | 'kill-brokers'
   | 'roll-restart';
 
 export interface FaultSpec {
@@ -52,10 +53,27 @@ export const FAULT_TYPES: Readonly<Record<FaultType, FaultTypeSpec>> = {
   'disk-full': { targets: ['active-controller', 'partition-leader'], holdMs: [4_000, 8_000] },
   restart: { targets: ['partition-follower', 'controller-follower', 'active-controller'], holdMs: [0, 0] },
   'kill-majority': { targets: ['controller-majority'], holdMs: [3_000, 6_000] },
+  // Two brokers at once (scheduled only with 5 or more brokers, where 3 stay up and RF 3
+  // creates still succeed): a partition's leader and a follower (its last ISR member must
+  // take over with every acknowledged record; the partition is below min.insync.replicas
+  // until one returns), or the two brokers outside it (it stays writable throughout).
+  'kill-brokers': { targets: ['partition-leader-and-follower', 'brokers-outside-partition'], holdMs: [4_000, 8_000] },
   'roll-restart': { targets: ['whole-cluster'], holdMs: [0, 0] },
 };
 
 export const ALL_FAULT_TYPES = Object.keys(FAULT_TYPES) as FaultType[];
+
+/** Brokers a run needs for `kill-brokers` (two down, and RF 3 placements still possible). */
+export const KILL_BROKERS_MIN_BROKERS = 5;
+
+/**
+ * The fault types a cluster of `brokers` brokers gets. `kill-brokers` only with 5 or more:
+ * on 3 it would leave one broker; and leaving it out keeps the schedules of 3-broker seeds
+ * what they were before it existed.
+ */
+export function faultTypesFor(brokers: number): FaultType[] {
+  return ALL_FAULT_TYPES.filter((t) => t !== 'kill-brokers' || brokers >= KILL_BROKERS_MIN_BROKERS);
+}
 
 export class FaultScheduler {
   private readonly prng: Prng;
@@ -64,16 +82,20 @@ export class FaultScheduler {
   private index = 0;
   private readonly firstRound: FaultType[];
 
-  /** `only`: restrict the run to these fault types (debugging one fault). */
+  private readonly types: readonly FaultType[];
+
+  /** `only`: restrict the run to these fault types (debugging one fault); `brokers`: the cluster's. */
   constructor(
     readonly seed: number,
     private readonly only?: readonly FaultType[],
+    brokers = 3,
   ) {
     this.prng = new Prng(seed);
     this.targets = this.prng.fork();
+    this.types = faultTypesFor(brokers);
     // Every fault type once, in a seeded order; the roll-restart last (it takes longest and
     // leaves every node freshly started for whatever follows).
-    const round: FaultType[] = [...this.prng.shuffle(ALL_FAULT_TYPES.filter((t) => t !== 'roll-restart')), 'roll-restart'];
+    const round: FaultType[] = [...this.prng.shuffle(this.types.filter((t) => t !== 'roll-restart')), 'roll-restart'];
     this.firstRound = round.filter((t) => !only || only.includes(t));
   }
 
@@ -88,7 +110,7 @@ export class FaultScheduler {
   }
 
   next(): FaultSpec {
-    const type = this.index < this.firstRound.length ? this.firstRound[this.index] : this.prng.pick(ALL_FAULT_TYPES.filter((t) => t !== 'roll-restart' && (!this.only || this.only.includes(t))));
+    const type = this.index < this.firstRound.length ? this.firstRound[this.index] : this.prng.pick(this.types.filter((t) => t !== 'roll-restart' && (!this.only || this.only.includes(t))));
     const spec = FAULT_TYPES[type];
     const fault: FaultSpec = {
       index: this.index,

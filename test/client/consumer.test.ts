@@ -90,6 +90,21 @@ describe('client: consumer', function () {
     expect(cluster.calls.some((c) => c.brokerId === 2 && c.method === 'Fetch'), 'fetched from the new leader').to.equal(true);
   });
 
+  it('a whole fetch refused UNKNOWN_TOPIC (a broker just restarted, its metadata empty) is retried: no record lost, the loop goes on', async () => {
+    cluster.append('t', 0, batch(['u0', 'u1']));
+    cluster.inject({ method: 'Fetch', kind: 'refuse', error: 'UNKNOWN_TOPIC', times: 2 });
+    const c = await consume({}, [{ topic: 't', partition: 0 }], 0);
+    await until(() => got.length === 2, 'the records after the refusals');
+    cluster.append('t', 0, batch(['u2']));
+    await until(() => got.length === 3, 'a record appended later');
+    expect(vals()).to.deep.equal(['u0', 'u1', 'u2']);
+    expect(cluster.faults, 'both refusals were served').to.have.length(0);
+    let ended = false;
+    void c.join().then(() => (ended = true), () => (ended = true));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(ended, 'the consumer loop still runs').to.equal(false);
+  });
+
   it("OFFSET_OUT_OF_RANGE: 'earliest' resets to the log start; 'none' ends the loop with the typed error", async () => {
     cluster.append('t', 0, batch(['r0', 'r1']));
     cluster.append('t', 0, batch(['r2']));
