@@ -41,12 +41,14 @@ function sortedPartitions(topic: TopicImage): PartitionState[] {
  * When brokers stop being live (fenced, or replaced by a new incarnation): move leadership
  * of their partitions to another ISR member and take them out of ISRs (KRaft's
  * ReplicationControlManager.handleBrokerFenced). `causes` maps each departing broker to the
- * cause appended to the reason of every change it triggers.
+ * cause appended to the reason of every change it triggers. At most `maxChanges` records
+ * (the first ones in topic-name and partition order): the caller writes the rest later.
  */
 export function changesForDepartingBrokers(
   image: MetadataImage,
   causes: ReadonlyMap<number, string>,
   nowMs: number,
+  maxChanges = Number.POSITIVE_INFINITY,
 ): PartitionChangeRecord[] {
   const live = (id: number) => image.isUnfenced(id) && !causes.has(id);
   const records: PartitionChangeRecord[] = [];
@@ -58,6 +60,7 @@ export function changesForDepartingBrokers(
       const result = electLeader(state, live, { uncleanLeaderElection: unclean, label: partitionLabel(topic.name, state.partition) });
       if (result === null) continue;
       records.push(changeRecord(topic, state, result, involved.map((b) => causes.get(b)).join('; '), nowMs));
+      if (records.length >= maxChanges) return records;
     }
   }
   return records;

@@ -72,6 +72,7 @@ const DEFAULTS = {
   maxReadWaiters: 10_000,
   readWaitTimeoutMs: 5000,
   maxPreferredElectionsPerTick: 1000,
+  departureChangesPerBatch: 250,
   leaderImbalanceCheckIntervalMs: 10_000,
 };
 
@@ -121,6 +122,8 @@ export class QuorumController implements StateMachine {
   private readonly maxReadWaiters: number;
   private readonly readWaitTimeoutMs: number;
   private readonly maxPreferredElectionsPerTick: number;
+  /** Partition changes one departure batch carries at most (fencing, replacement); the rest follow a batch per tick. */
+  private readonly departureChangesPerBatch: number;
   private readonly leaderImbalanceCheckIntervalMs: number;
 
   /** The last committed (and applied) image. */
@@ -140,6 +143,21 @@ export class QuorumController implements StateMachine {
   private speculative: MetadataImage | null = null;
   /** brokerId -> controller clock at its last heartbeat (leader only). */
   private readonly sessions = new Map<number, number>();
+  /**
+   * Brokers this leader has itself heard from (a heartbeat or a registration) since it became
+   * active. The fresh sessions a new leader grants (onLeadershipChange) keep brokers from
+   * being fenced for the old leader's silence; they are not evidence that an incarnation is
+   * alive, so they never make a new incarnation a DUPLICATE_BROKER_REGISTRATION.
+   */
+  private readonly heardFrom = new Set<number>();
+  /**
+   * Fenced brokers whose partitions may still name them as leader or ISR member: the fencing
+   * batch carried at most departureChangesPerBatch partition changes, and each tick writes
+   * the next ones (leader only; a new leader starts with every fenced broker here).
+   */
+  private readonly departing = new Map<number, { epoch: number; cause: string }>();
+  /** Unfenced brokers a replacing incarnation is waiting for: the next tick fences them. */
+  private readonly fenceSoon = new Map<number, string>();
   /** brokerId -> when its BrokerSession stream closed, for the epoch it was opened with (leader only). */
   private readonly connectionsLost = new Map<number, { readonly epoch: number; readonly atMs: number }>();
   private readWaiters: ReadWaiter[] = [];
@@ -159,6 +177,7 @@ export class QuorumController implements StateMachine {
     this.maxReadWaiters = opts.maxReadWaiters ?? DEFAULTS.maxReadWaiters;
     this.readWaitTimeoutMs = opts.readWaitTimeoutMs ?? DEFAULTS.readWaitTimeoutMs;
     this.maxPreferredElectionsPerTick = opts.maxPreferredElectionsPerTick ?? DEFAULTS.maxPreferredElectionsPerTick;
+    this.departureChangesPerBatch = opts.departureChangesPerBatch ?? DEFAULTS.departureChangesPerBatch;
     this.leaderImbalanceCheckIntervalMs = opts.leaderImbalanceCheckIntervalMs ?? DEFAULTS.leaderImbalanceCheckIntervalMs;
     assert(this.brokerSessionTimeoutMs > 0, 'brokerSessionTimeoutMs must be positive');
     assert(Number.isSafeInteger(this.producerIdBlockSize) && this.producerIdBlockSize > 0, 'producerIdBlockSize must be a positive integer');
@@ -228,11 +247,16 @@ export class QuorumController implements StateMachine {
     this.catchingUp = null;
     this.lastBalanceCheck = null;
     this.sessions.clear();
+    this.heardFrom.clear();
+    this.departing.clear();
+    this.fenceSoon.clear();
     this.connectionsLost.clear();
     if (isLeader) {
       // A new leader has not seen anyone's heartbeats: everyone gets a full session before
       // being fenced, rather than being fenced for the old leader's silence.
       for (const id of this.committed.brokers.keys()) this.sessions.set(id, nowMs);
+      // The last leader may have fenced a broker without moving all its partitions yet.
+      for (const b of this.committed.brokers.values()) if (b.fenced) this.departing.set(b.id, { epoch: b.epoch, cause: `broker ${b.id} is fenced` });
     }
     this.logger.info({ isLeader, offset: this.committed.offset }, isLeader ? 'became the active controller' : 'no longer the active controller');
   }
@@ -267,15 +291,39 @@ export class QuorumController implements StateMachine {
       const lost = this.connectionsLost.get(b.id);
       const lostMs = lost !== undefined && lost.epoch === b.epoch && last <= lost.atMs ? nowMs - lost.atMs : -1;
       let reason: string;
+      const replacing = this.fenceSoon.get(b.id);
       if (silentMs > this.brokerSessionTimeoutMs) reason = `broker ${b.id} fenced: no heartbeat for ${silentMs} ms`;
       else if (lostMs >= this.brokerConnectionGraceMs) reason = `broker ${b.id} fenced: its connection closed ${lostMs} ms ago and no heartbeat followed`;
+      else if (replacing !== undefined) reason = replacing;
       else continue;
       causes.set(b.id, reason);
       records.push({ type: 'BrokerFenced', brokerId: b.id, brokerEpoch: b.epoch, reason, timestampMs: nowMs });
     }
+    this.fenceSoon.clear();
+    // Departures carry at most departureChangesPerBatch partition changes per batch: one
+    // batch of thousands (a broker leading many partitions) held the leader's event loop past
+    // the election timeout under load, its term ended, the next leader fenced again — a loop
+    // the chaos suite found. The rest follow, one batch per tick.
+    const cap = this.departureChangesPerBatch;
     if (causes.size > 0) {
-      records.push(...changesForDepartingBrokers(image, causes, nowMs));
-      this.logger.warn({ brokers: [...causes.keys()], partitionChanges: records.length - causes.size }, 'fencing brokers (session expired or connection closed)');
+      const changes = changesForDepartingBrokers(image, causes, nowMs, cap + 1);
+      if (changes.length > cap) {
+        changes.length = cap;
+        for (const [id, cause] of causes) this.departing.set(id, { epoch: image.brokers.get(id)!.epoch, cause });
+      }
+      records.push(...changes);
+      this.logger.warn({ brokers: [...causes.keys()], partitionChanges: records.length - causes.size }, 'fencing brokers (session expired, connection closed or replaced)');
+    } else if (this.departing.size > 0) {
+      const still = new Map<number, string>();
+      for (const [id, d] of this.departing) {
+        const b = image.brokers.get(id);
+        if (b !== undefined && b.fenced && b.epoch === d.epoch) still.set(id, d.cause);
+        else this.departing.delete(id);
+      }
+      const changes = still.size === 0 ? [] : changesForDepartingBrokers(image, still, nowMs, cap + 1);
+      if (changes.length <= cap) for (const id of still.keys()) this.departing.delete(id);
+      else changes.length = cap;
+      records.push(...changes);
     } else if (this.leaderBalanceDue(image, nowMs)) {
       this.counters.leaderBalanceChecks++;
       this.lastBalanceCheck = { brokers: image.brokers, offPreferred: image.partitionsOffPreferredLeader, atMs: nowMs };
@@ -483,7 +531,10 @@ export class QuorumController implements StateMachine {
         throw new FlotillaError('LIMIT_EXCEEDED', `cannot register broker ${id}: ${MAX_BROKERS} brokers are registered already`);
       }
       if (existing !== undefined && existing.incarnationId !== req.incarnationId && !existing.fenced) {
-        const last = this.sessions.get(id);
+        // Only a heartbeat this leader received shows the old incarnation alive: after a
+        // controller failover (or several, while a cluster restarts) a restarted broker is
+        // otherwise refused until it has been silent for a whole session on one leader.
+        const last = this.heardFrom.has(id) ? this.sessions.get(id) : undefined;
         const silentMs = last === undefined ? Infinity : nowMs - last;
         if (silentMs <= this.brokerSessionTimeoutMs) {
           throw new FlotillaError(
@@ -516,11 +567,24 @@ export class QuorumController implements StateMachine {
         },
       ];
       if (existing !== undefined) {
-        // The old incarnation is gone: it must not stay leader or in any ISR.
+        // The old incarnation is gone: it must not stay leader or in any ISR — in this batch,
+        // so the new one can never be unfenced while the old one's ISR places remain. When that
+        // is more than one batch's worth, the old incarnation is fenced first (next tick, its
+        // partitions moved a batch per tick) and the newcomer asked to retry.
         const cause = `broker ${id} re-registered (epoch ${existing.epoch} ended)`;
-        records.push(...changesForDepartingBrokers(image, new Map([[id, cause]]), nowMs));
+        const changes = changesForDepartingBrokers(image, new Map([[id, cause]]), nowMs, this.departureChangesPerBatch + 1);
+        if (changes.length > this.departureChangesPerBatch) {
+          if (!existing.fenced) this.fenceSoon.set(id, `broker ${id} fenced: a new incarnation (${req.incarnationId}) is registering`);
+          throw new FlotillaError(
+            'DUPLICATE_BROKER_REGISTRATION',
+            `broker ${id}'s previous incarnation still leads or is in the ISR of more than ${this.departureChangesPerBatch} partitions; they are being moved: retry`,
+            { brokerId: id, retryAfterMs: 500 },
+          );
+        }
+        records.push(...changes);
       }
       this.sessions.set(id, nowMs);
+      this.heardFrom.add(id);
       return {
         records,
         done: (index) => {
@@ -560,6 +624,7 @@ export class QuorumController implements StateMachine {
     return this.write((image, nowMs) => {
       const broker = this.brokerAtEpoch(image, req.brokerId, req.brokerEpoch);
       this.sessions.set(broker.id, nowMs);
+      this.heardFrom.add(broker.id);
       this.connectionsLost.delete(broker.id);
       const answer = (isFenced: boolean): BrokerHeartbeatResponse => ({ isFenced, leaderEpoch: this.lastAppliedTerm });
       const afterCommit = (): BrokerHeartbeatResponse => {
@@ -569,11 +634,13 @@ export class QuorumController implements StateMachine {
       if (req.wantShutdown === true) {
         if (broker.fenced) return { records: [], done: () => answer(true) };
         const reason = `broker ${broker.id} fenced: controlled shutdown requested`;
+        const changes = changesForDepartingBrokers(image, new Map([[broker.id, reason]]), nowMs, this.departureChangesPerBatch + 1);
+        if (changes.length > this.departureChangesPerBatch) {
+          changes.length = this.departureChangesPerBatch;
+          this.departing.set(broker.id, { epoch: broker.epoch, cause: reason });
+        }
         return {
-          records: [
-            { type: 'BrokerFenced', brokerId: broker.id, brokerEpoch: broker.epoch, reason, timestampMs: nowMs },
-            ...changesForDepartingBrokers(image, new Map([[broker.id, reason]]), nowMs),
-          ],
+          records: [{ type: 'BrokerFenced', brokerId: broker.id, brokerEpoch: broker.epoch, reason, timestampMs: nowMs }, ...changes],
           done: afterCommit,
         };
       }

@@ -68,6 +68,8 @@ export interface QuorumControllerOptions {
   readonly readWaitTimeoutMs?: number;
   /** Preferred-leader elections per tick (they are not urgent); default 1000. */
   readonly maxPreferredElectionsPerTick?: number;
+  /** Partition changes one departure batch (fencing, replacement) carries at most; the rest follow a batch per tick. Default 250. */
+  readonly departureChangesPerBatch?: number;
   /**
    * Preferred-leader election runs on a tick when brokers or a partition off its preferred
    * leader changed, and otherwise at most this often (a backstop); default 10000.

@@ -17,7 +17,7 @@ interface Harness {
   readonly epochs: Map<number, number>;
 }
 
-function setup(opts: { maxPendingProposals?: number; producerIdBlockSize?: number; leaderImbalanceCheckIntervalMs?: number } = {}): Harness {
+function setup(opts: { maxPendingProposals?: number; producerIdBlockSize?: number; leaderImbalanceCheckIntervalMs?: number; departureChangesPerBatch?: number } = {}): Harness {
   const clock = { now: 1_000_000 };
   const log = new FakeMetadataLog();
   const c = new QuorumController({
@@ -239,6 +239,23 @@ describe('controller/quorum QuorumController', () => {
       await h.c.brokerHeartbeat({ brokerId: 1, brokerEpoch: first, currentMetadataOffset: first, wantShutdown: true });
       const { brokerEpoch } = await h.c.registerBroker({ brokerId: 1, incarnationId: 'impostor', host: 'h2', port: 2 });
       expect(h.c.image().brokers.get(1)).to.include({ incarnationId: 'impostor', epoch: brokerEpoch, fenced: true });
+    });
+
+    it('after a controller failover, a restarted broker re-registers at once: the fresh session a new leader grants is not a sign of life', async () => {
+      const h = setup();
+      const first = await addBroker(h, 1);
+      h.log.loseLeadership();
+      h.c.onLeadershipChange(false, h.clock.now);
+      h.clock.now += 100;
+      h.log.becomeLeader();
+      h.c.onLeadershipChange(true, h.clock.now);
+      // The old process is gone (it never heartbeats to this leader): its successor is accepted.
+      const { brokerEpoch } = await h.c.registerBroker({ brokerId: 1, incarnationId: 'restarted', host: 'broker1', port: 9092 });
+      expect(brokerEpoch).to.be.greaterThan(first);
+      expect(h.c.image().brokers.get(1)).to.include({ incarnationId: 'restarted', fenced: true });
+      // Once this leader has heard from an incarnation, a third one is refused while it lives.
+      await h.c.brokerHeartbeat({ brokerId: 1, brokerEpoch, currentMetadataOffset: h.log.lastIndex() });
+      await expectCode(h.c.registerBroker({ brokerId: 1, incarnationId: 'third', host: 'broker1', port: 9092 }), 'DUPLICATE_BROKER_REGISTRATION');
     });
 
     it('registration validates its fields (INVALID_REQUEST)', async () => {
@@ -465,6 +482,59 @@ describe('controller/quorum QuorumController', () => {
       expect(checks()).to.equal(4);
       expect(partitionOf(h, topic, state.partition).leader).to.equal(2);
       expect(h.c.image().partitionsOffPreferredLeader.size).to.equal(offPreferred - 1);
+    });
+
+    it('a departing broker of many partitions is handled in bounded batches: fenced at once, its partitions moved a batch per tick, none left naming it', async () => {
+      const h = setup({ departureChangesPerBatch: 5 });
+      for (const id of [1, 2, 3]) await addBroker(h, id);
+      await h.c.createTopic({ name: 'many', partitions: 24, replicationFactor: 3 });
+      const epochs = new Map([1, 3].map((id) => [id, h.c.image().brokers.get(id)!.epoch]));
+      const naming2 = (): number => [...h.c.image().topics.get('many')!.partitions.values()].filter((p) => p.leader === 2 || p.isr.includes(2)).length;
+      expect(naming2()).to.equal(24);
+      const batchesBefore = h.log.entries.length;
+      // Broker 2 falls silent; 1 and 3 keep heartbeating.
+      for (let step = 0; step < 30 && naming2() > 0; step++) {
+        h.clock.now += SESSION_MS / 4;
+        for (const id of [1, 3]) await h.c.brokerHeartbeat({ brokerId: id, brokerEpoch: epochs.get(id)!, currentMetadataOffset: h.log.lastIndex() });
+        await h.c.tick(h.clock.now);
+      }
+      expect(h.c.image().brokers.get(2)?.fenced).to.equal(true);
+      expect(naming2(), 'partitions still naming the fenced broker').to.equal(0);
+      const changesPerBatch = h.log.entries
+        .slice(batchesBefore)
+        .map((e) => (e.data.length === 0 ? [] : decodeBatch(e.data)))
+        .map((records) => records.filter((r) => r.type === 'PartitionChange').length);
+      expect(Math.max(...changesPerBatch)).to.equal(5);
+      expect(changesPerBatch.reduce((a, b) => a + b, 0)).to.equal(24);
+    });
+
+    it('a new incarnation of a broker that still holds more than a batch of partitions is asked to retry while the old one is fenced and its partitions moved', async () => {
+      const h = setup({ departureChangesPerBatch: 5 });
+      for (const id of [1, 2, 3]) await addBroker(h, id);
+      await h.c.createTopic({ name: 'many', partitions: 24, replicationFactor: 3 });
+      const epochs = new Map([1, 3].map((id) => [id, h.c.image().brokers.get(id)!.epoch]));
+      // A controller failover: this leader never heard from broker 2's running process.
+      h.log.loseLeadership();
+      h.c.onLeadershipChange(false, h.clock.now);
+      h.log.becomeLeader();
+      h.c.onLeadershipChange(true, h.clock.now);
+      const register = () => h.c.registerBroker({ brokerId: 2, incarnationId: 'restarted', host: 'broker2', port: 9092 });
+      await expectCode(register(), 'DUPLICATE_BROKER_REGISTRATION', /being moved: retry/);
+      let registered: number | undefined;
+      for (let step = 0; step < 30 && registered === undefined; step++) {
+        h.clock.now += 250;
+        for (const id of [1, 3]) await h.c.brokerHeartbeat({ brokerId: id, brokerEpoch: epochs.get(id)!, currentMetadataOffset: h.log.lastIndex() });
+        await h.c.tick(h.clock.now);
+        registered = await register().then((r) => r.brokerEpoch, () => undefined);
+      }
+      expect(registered, 'the new incarnation got in').to.not.equal(undefined);
+      const b2 = h.c.image().brokers.get(2)!;
+      expect(b2).to.include({ incarnationId: 'restarted', fenced: true });
+      // The old incarnation's places are all gone, and no batch carried more than 5 changes.
+      const parts = [...h.c.image().topics.get('many')!.partitions.values()];
+      expect(parts.filter((p) => p.leader === 2 || p.isr.includes(2)).length).to.equal(0);
+      const perBatch = h.log.entries.map((e) => (e.data.length === 0 ? 0 : decodeBatch(e.data).filter((r) => r.type === 'PartitionChange').length));
+      expect(Math.max(...perBatch.slice(-20))).to.be.at.most(5);
     });
 
     it('a new leader gives every broker a fresh session: no one is fenced for the old leader’s silence', async () => {
