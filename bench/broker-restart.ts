@@ -5,9 +5,9 @@ import { InProcessCluster, waitFor } from '../test/broker/in-process-cluster';
 
 // How long a broker hosting many single-partition topics takes to come back after a restart
 // (the chaos suite's slow recovery after `stop`): time until it is unfenced, until every
-// replica is open, the longest event-loop stall meanwhile and the CPU it used. One controller
-// and one broker in this process (the controller's share of the CPU is small: it only serves
-// the image). Bounded: TOPICS topics, each step capped in time.
+// replica is open, the longest event-loop stall meanwhile and the CPU it used (of the whole
+// process: with more than one broker, the others' leader side counts too). One controller and
+// 1..5 brokers in this process. Bounded: at most 10,000 topics, each wait capped in time.
 //
 // Usage: node dist/bench/broker-restart.js [topics=2000] [brokers=1 (also the replication factor)]
 // Profile of the restart only: BENCH_CPU_PROFILE=out.cpuprofile (then bench/cpuprofile-top.js).
