@@ -209,6 +209,8 @@ export async function startBroker(o: BrokerOptions): Promise<RunningBroker> {
   // Once unfenced, the image covers this broker's registration: logs of partitions deleted
   // while it was down can be told from live ones.
   void lc.whenUnfenced().then(() => (stopping === undefined ? replicaManager.deleteStrayLogs() : undefined)).catch((err: unknown) => logger.warn({ err }, 'deleting stray logs failed'));
+  // The first producer id block, before any producer asks (it takes a Raft write on the controller).
+  void lc.whenUnfenced().then(() => (stopping === undefined ? producerIds.prefetch() : undefined));
   logger.info(
     { address, advertised: `${registeredHost}:${registeredPort}`, controllers: o.controllers, dataDir: o.dataDir, rack: o.rack ?? null, incarnationId },
     `broker ${nodeId} listening on ${address}`,

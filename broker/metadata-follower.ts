@@ -33,6 +33,11 @@ export interface MetadataUpdate {
   readonly localChanges: LocalReplicaChanges;
   /** True when `image` replaced `previous` from a snapshot rather than by replaying records. */
   readonly fromSnapshot: boolean;
+  /**
+   * Ids of every topic that may differ between `previous` and `image` (created, changed,
+   * deleted); undefined when unknown (a snapshot): then any topic may have.
+   */
+  readonly touchedTopicIds?: readonly string[];
 }
 
 export type MetadataPublisher = (update: MetadataUpdate) => void;
@@ -211,7 +216,7 @@ export class MetadataFollower {
       const previous = this.image;
       this.image = delta.apply();
       if (delta.ignoredRecords > 0) this.o.logger.debug({ ignored: delta.ignoredRecords, offset: this.image.offset }, 'metadata: records that no longer applied were skipped');
-      this.publish({ previous, image: this.image, localChanges: delta.localChanges(this.o.brokerId), fromSnapshot: false });
+      this.publish({ previous, image: this.image, localChanges: delta.localChanges(this.o.brokerId), fromSnapshot: false, touchedTopicIds: delta.touchedTopicIds() });
       delta = null;
     };
     for (const e of entries) {

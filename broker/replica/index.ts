@@ -4,7 +4,7 @@
 // and the ProducerGuard seam for idempotent producers.
 //
 // May import: broker/log, broker/metadata-follower (types), shared/, npm, node:*.
-export { ReplicaManager, REPLICA_LAG_TIME_MAX_MS_DEFAULT, HW_CHECKPOINT_INTERVAL_MS_DEFAULT, RETENTION_CHECK_INTERVAL_MS_DEFAULT, LOGS_DIR } from './replica-manager';
+export { ReplicaManager, OPEN_CONCURRENCY_MAX_DEFAULT, REPLICA_LAG_TIME_MAX_MS_DEFAULT, HW_CHECKPOINT_INTERVAL_MS_DEFAULT, RETENTION_CHECK_INTERVAL_MS_DEFAULT, LOGS_DIR } from './replica-manager';
 export type { ReplicaManagerOptions, HostedReplica } from './replica-manager';
 export { Partition } from './partition';
 export type { Role, FollowerState, IsrChangeRequest, PartitionDeps, LeaderAppendResult, Divergence } from './partition';

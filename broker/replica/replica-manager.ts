@@ -51,6 +51,15 @@ export const LOGS_DIR = 'logs';
  */
 export const TAIL_CACHE_TOTAL_BYTES_DEFAULT = 256 * 1024 * 1024;
 const TAIL_CACHE_STEP_BYTES = 64 * 1024;
+/**
+ * Partition logs opened at once (log recovery + high watermark + producer state). A restarted
+ * broker, or one given thousands of replicas in one metadata batch, used to start every open
+ * together: tens of thousands of fs requests queued on libuv's 4 threads ahead of everything
+ * else (appends and fsyncs of the partitions already open), the memory of every open at once
+ * (GC), and no replica usable until nearly all were. Bounded, they come up in a steady
+ * stream, in metadata order, and the event loop keeps answering. 16 keeps libuv's threads busy.
+ */
+export const OPEN_CONCURRENCY_MAX_DEFAULT = 16;
 
 /** A partition this broker hosts, for status and debugging. */
 export interface HostedReplica {
@@ -87,6 +96,8 @@ export interface ReplicaManagerOptions {
   readonly fetchMaxWaitMs?: number;
   /** Bound on all replicas' in-memory log tails together (TAIL_CACHE_TOTAL_BYTES_DEFAULT). */
   readonly tailCacheTotalBytes?: number;
+  /** Partition logs opened at once (OPEN_CONCURRENCY_MAX_DEFAULT). */
+  readonly openConcurrencyMax?: number;
 }
 
 interface Hosted {
@@ -114,8 +125,11 @@ export class ReplicaManager {
   readonly replicaLagTimeMaxMs: number;
   private readonly nowMs: () => number;
   private readonly guardFactory: ProducerGuardFactory;
+  /** Bounds the partition opens in progress (OPEN_CONCURRENCY_MAX_DEFAULT). */
+  private readonly openSlots: Semaphore;
 
   constructor(private readonly o: ReplicaManagerOptions) {
+    this.openSlots = new Semaphore(o.openConcurrencyMax ?? OPEN_CONCURRENCY_MAX_DEFAULT);
     this.nowMs = o.nowMs ?? Date.now;
     this.replicaLagTimeMaxMs = o.replicaLagTimeMaxMs ?? REPLICA_LAG_TIME_MAX_MS_DEFAULT;
     this.guardFactory = o.producerGuardFactory ?? noopProducerGuardFactory;
@@ -172,7 +186,7 @@ export class ReplicaManager {
     const previous = this.imageValue;
     this.imageValue = update.image;
     this.applyLocalChanges(update.localChanges, update.image.offset);
-    if (previous.topicsById !== update.image.topicsById) this.applyConfigChanges(previous, update.image);
+    if (previous.topicsById !== update.image.topicsById) this.applyConfigChanges(previous, update.image, update.touchedTopicIds);
   };
 
   /** The opened partition for topic name + index, with its hosted entry (undefined when not hosted). */
@@ -207,6 +221,14 @@ export class ReplicaManager {
     return out.sort((a, b) => (a.topicName < b.topicName ? -1 : a.topicName > b.topicName ? 1 : a.partition - b.partition));
   }
 
+  /** Hosted partitions looked at for a config change so far (tests: it follows what changed, not what is hosted). */
+  configScans = 0;
+
+  /** The most partition opens that ran at once so far (at most openConcurrencyMax). */
+  get openConcurrencyPeak(): number {
+    return this.openSlots.peak;
+  }
+
   /** Resolves once every queued open/state change/delete so far has run (tests, shutdown). */
   async settled(): Promise<void> {
     await Promise.all([...[...this.hosted.values()].map((h) => h.chain), ...this.deleting.values()]);
@@ -215,12 +237,17 @@ export class ReplicaManager {
   /** Applies one batch of local changes: deletes first (a re-created topic reuses names). */
   applyLocalChanges(changes: LocalReplicaChanges, metadataOffset: number): void {
     for (const d of changes.deletes) this.removePartition(d.topicId, d.partition, metadataOffset);
+    // Parsed once per topic per batch (a batch may carry every partition of thousands of topics).
+    const configs = new Map<string, TopicConfig>();
     for (const c of [...changes.leaders, ...changes.followers]) {
       const key = partitionKey(c.topicId, c.partition);
       let h = this.hosted.get(key);
-      const topic = this.imageValue.topicsById.get(c.topicId);
-      const topicConfig = parseTopicConfig(topic?.configs ?? new Map());
-      if (h === undefined) h = this.openPartition(c.topicId, c.topicName, c.partition, c.state, topicConfig);
+      let topicConfig = configs.get(c.topicId);
+      if (topicConfig === undefined) {
+        topicConfig = parseTopicConfig(this.imageValue.topicsById.get(c.topicId)?.configs ?? new Map());
+        configs.set(c.topicId, topicConfig);
+      }
+      if (h === undefined) h = this.openPartition(c.topicId, c.topicName, c.partition, c.state);
       const state = c.state;
       const entry = h;
       h.chain = h.chain.then(async (p) => {
@@ -233,14 +260,18 @@ export class ReplicaManager {
     }
   }
 
-  private openPartition(topicId: string, topicName: string, partition: number, state: PartitionState, topicConfig: TopicConfig): Hosted {
+  private openPartition(topicId: string, topicName: string, partition: number, state: PartitionState): Hosted {
     const key = partitionKey(topicId, partition);
     const dir = path.join(this.o.dataDir, LOGS_DIR, `${topicName}-${partition}-${topicId}`);
     const label = partitionLabel(topicName, partition);
     const h: Hosted = { topicId, topicName, partition, dir, chain: Promise.resolve(null), p: null, offline: null };
     const before = this.deleting.get(key) ?? Promise.resolve();
-    h.chain = before.then(async () => {
+    h.chain = before.then(() => this.openSlots.run(async () => {
+      if (this.stopped || this.hosted.get(key) !== h) return null; // removed while it waited for a slot
       try {
+        // The config as of now, not as of the change that added it: the tail-cache share
+        // counts every replica of the batch (no resize of each one on the next flush tick).
+        const topicConfig = parseTopicConfig(this.imageValue.topicsById.get(topicId)?.configs ?? new Map());
         const log = await PartitionLog.open({ dir, config: this.logConfigOf(topicConfig), nowMs: this.nowMs, logger: this.o.logger });
         const hw = (await this.hwCheckpoint).get(key);
         if (hw !== undefined) log.setHighWatermark(hw);
@@ -268,7 +299,7 @@ export class ReplicaManager {
         this.o.logger.error({ err, partition: label, dir }, `cannot open the log of ${label}: the replica is offline on this broker`);
         return null;
       }
-    });
+    }));
     this.hosted.set(key, h);
     return h;
   }
@@ -295,10 +326,32 @@ export class ReplicaManager {
     this.deleting.set(key, done);
   }
 
-  private applyConfigChanges(previous: MetadataImage, image: MetadataImage): void {
-    for (const h of this.hosted.values()) {
+  /**
+   * Reconfigures the hosted partitions of topics whose configs changed. Looks only at the
+   * topics the update touched when it says which (a delta): every metadata change (an ISR
+   * change, a topic created elsewhere) used to cost a look at every hosted partition, which
+   * during a restart of a broker with thousands of them was most of its CPU. A topic new in
+   * `image` is skipped: its partitions were opened with its configs as of now.
+   */
+  private applyConfigChanges(previous: MetadataImage, image: MetadataImage, touchedTopicIds: readonly string[] | undefined): void {
+    const candidates: Hosted[] = [];
+    if (touchedTopicIds === undefined) {
+      candidates.push(...this.hosted.values());
+    } else {
+      for (const topicId of touchedTopicIds) {
+        const now = image.topicsById.get(topicId);
+        if (now === undefined) continue;
+        for (const partition of now.partitions.keys()) {
+          const h = this.hosted.get(partitionKey(topicId, partition));
+          if (h !== undefined) candidates.push(h);
+        }
+      }
+    }
+    this.configScans += candidates.length;
+    for (const h of candidates) {
       const now = image.topicsById.get(h.topicId);
-      if (now === undefined || previous.topicsById.get(h.topicId)?.configs === now.configs) continue;
+      const before = previous.topicsById.get(h.topicId);
+      if (now === undefined || before === undefined || before.configs === now.configs) continue;
       const topicConfig = parseTopicConfig(now.configs);
       const state = now.partitions.get(h.partition);
       if (state === undefined) continue;
@@ -429,5 +482,30 @@ export class ReplicaManager {
     const opened = await Promise.all([...this.hosted.values()].map((h) => h.chain.catch(() => null)));
     await this.checkpointHighWatermarks().catch((err: unknown) => this.o.logger.warn({ err }, 'final high-watermark checkpoint failed'));
     await Promise.all(opened.map((p) => p?.close().catch((err: unknown) => this.o.logger.warn({ err, partition: p.label }, 'closing a partition log failed'))));
+  }
+}
+
+/** At most `max` tasks run at once; the others wait in FIFO order (metadata order here). */
+class Semaphore {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+  /** The most tasks seen running at once (tests). */
+  peak = 0;
+
+  constructor(private readonly max: number) {
+    if (!Number.isSafeInteger(max) || max < 1) throw new FlotillaError('INVALID_CONFIG', `openConcurrencyMax must be an integer >= 1, got ${max}`);
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    this.peak = Math.max(this.peak, this.running);
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next !== undefined) next(); // the slot passes on: running stays the same
+      else this.running--;
+    }
   }
 }

@@ -112,6 +112,14 @@ export class MetadataDelta {
     }
   }
 
+  /**
+   * Ids of the topics this delta created, changed or removed (publishers that act per topic
+   * look at these instead of comparing every topic of two images).
+   */
+  touchedTopicIds(): string[] {
+    return [...this.topics.keys()];
+  }
+
   /** Replay every record of one log entry (one batch) at its offset. */
   replayBatch(records: readonly MetadataRecord[], offset: number): void {
     for (const r of records) this.replay(r, offset);

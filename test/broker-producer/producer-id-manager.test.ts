@@ -4,7 +4,8 @@ import type { ProducerIdBlock } from '../../broker/producer';
 import { FlotillaError, isFlotillaError } from '../../shared/errors/error-codes';
 import { expectFlotillaError } from '../broker-log/helpers';
 
-// ProducerIdManager: ids from controller blocks, prefetch at 90 %, one allocation in flight,
+// ProducerIdManager: ids from controller blocks, the first block ahead of use (prefetch()),
+// prefetch at 90 %, one allocation in flight,
 // typed failure. The controller is a fake `allocate` that hands out increasing blocks.
 
 class FakeController {
@@ -58,6 +59,33 @@ describe('producer id manager: ids from controller-allocated blocks', () => {
     await new Promise((r) => setImmediate(r));
     expect(c.calls, 'prefetch started').to.equal(2);
     expect(m.idsAvailable).to.equal(1 + 10);
+  });
+
+  it('prefetch() gets the first block before any id is asked for, once however often it is called, and not while ids are held', async () => {
+    const c = new FakeController(10);
+    const m = new ProducerIdManager({ allocate: c.allocate });
+    c.hold = true;
+    m.prefetch();
+    m.prefetch(); // while the first is in flight: no second allocation
+    expect(c.calls).to.equal(1);
+    c.release();
+    await new Promise((r) => setImmediate(r));
+    expect(m.idsAvailable, 'a block ready before the first InitProducerId').to.equal(10);
+    m.prefetch(); // ids held: nothing to do
+    expect(c.calls).to.equal(1);
+    expect((await m.generateProducerId()).producerId).to.equal(0);
+    expect(c.calls, 'the first id came from the prefetched block').to.equal(1);
+  });
+
+  it('a failed prefetch() does not throw, and the next call for an id allocates again', async () => {
+    const c = new FakeController(10);
+    const m = new ProducerIdManager({ allocate: c.allocate, retryBackoffMs: 0 });
+    c.failNext = 1;
+    m.prefetch();
+    await new Promise((r) => setImmediate(r));
+    expect(m.idsAvailable).to.equal(0);
+    expect((await m.generateProducerId()).producerId).to.equal(0);
+    expect(c.calls).to.equal(2);
   });
 
   it('concurrent callers share one allocation and never get the same id', async () => {
