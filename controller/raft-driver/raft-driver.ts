@@ -146,6 +146,8 @@ type InboxEvent =
 
 export class RaftDriver {
   private readonly tickMs: number;
+  /** heartbeatTimeoutTicks x tickMs: how often a leader busy persisting still heartbeats. */
+  private readonly heartbeatIntervalMs: number;
   private readonly snapshotEveryEntries: number;
   /** A background snapshot encoding is running (sm.snapshotLater). */
   private snapshotEncoding = false;
@@ -190,7 +192,7 @@ export class RaftDriver {
   /** Addresses peers announced in their StreamHello (used only when nothing else is known). */
   private readonly helloAddresses = new Map<number, string>();
 
-  private readonly counters = { inboxDropped: 0, snapshotsTaken: 0, snapshotsRestored: 0 };
+  private readonly counters = { inboxDropped: 0, snapshotsTaken: 0, snapshotsRestored: 0, busyHeartbeats: 0 };
 
   private constructor(
     private readonly opts: RaftDriverOptions,
@@ -200,6 +202,7 @@ export class RaftDriver {
     restored: { term: number; commit: number; snapshotIndex: number },
   ) {
     this.tickMs = opts.tickMs ?? 50;
+    this.heartbeatIntervalMs = (opts.heartbeatTimeoutTicks ?? 2) * this.tickMs;
     this.snapshotEveryEntries = opts.snapshotEveryEntries ?? 10_000;
     this.catchUpTimeoutMs = opts.catchUpTimeoutMs ?? 60_000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5_000;
@@ -479,7 +482,7 @@ export class RaftDriver {
   }
 
   /** Counters for metrics and tests. */
-  stats(): { transport: TransportStats; inboxDropped: number; snapshotsTaken: number; snapshotsRestored: number } {
+  stats(): { transport: TransportStats; inboxDropped: number; snapshotsTaken: number; snapshotsRestored: number; busyHeartbeats: number } {
     return { transport: { ...this.transport.stats }, ...this.counters };
   }
 
@@ -545,7 +548,21 @@ export class RaftDriver {
           }
         }
         const startMs = Date.now();
-        const synced = await this.storage.persist(rd);
+        // A leader whose term is durable keeps heartbeating while this write takes longer
+        // than a heartbeat interval (RaftNode.heartbeatsWhileBusy): a slow fsync must not end
+        // its term. The core is not stepped meanwhile, so what it says stays consistent.
+        const busy = early
+          ? setInterval(() => {
+              for (const m of this.core.heartbeatsWhileBusy()) this.transport.send(m);
+              this.counters.busyHeartbeats++;
+            }, this.heartbeatIntervalMs)
+          : undefined;
+        let synced: boolean;
+        try {
+          synced = await this.storage.persist(rd);
+        } finally {
+          if (busy !== undefined) clearInterval(busy);
+        }
         const tookMs = Date.now() - startMs;
         if (tookMs >= SLOW_PERSIST_MS) this.log.warn({ tookMs, synced, entries: rd.entries.length, snapshot: !!rd.snapshot }, synced ? 'slow fsync' : 'slow unsynced write');
         for (const m of rd.messages) {

@@ -662,6 +662,38 @@ export class RaftNode {
     }
   }
 
+  /**
+   * Leader only, and without changing any state: the heartbeats the leader may send while
+   * the driver is still persisting a Ready whose replicateBeforePersist is true (its term and
+   * vote are already durable). A disk stall longer than the election timeout otherwise
+   * silences the leader — it sends nothing until the fsync returns — and the followers
+   * elect another one (the chaos suite saw terms end every few seconds under 0.5–1 s
+   * fsyncs). Each carries only what an ordinary heartbeat does: the term, and a commit index
+   * no higher than what that follower is known to hold. No read-index context: the answers
+   * count for liveness only (they are stepped like any HeartbeatResp once the loop runs).
+   */
+  heartbeatsWhileBusy(): Message[] {
+    if (this.role !== StateRole.Leader) return [];
+    const out: Message[] = [];
+    for (const pr of this.prs.values()) {
+      if (pr.id === this.id) continue;
+      out.push({
+        from: this.id,
+        logTerm: 0,
+        index: 0,
+        entries: [],
+        commit: Math.min(pr.match, this.log.committed),
+        reject: false,
+        rejectHint: 0,
+        context: '',
+        type: MessageType.Heartbeat,
+        to: pr.id,
+        term: this.term,
+      });
+    }
+    return out;
+  }
+
   private bcastHeartbeat(ctx: string): void {
     for (const pr of this.prs.values()) {
       // Never tell a follower to commit past what it is known to hold.

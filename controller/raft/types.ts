@@ -136,6 +136,9 @@ export interface ReadState {
  *     serve `readStates` once applied >= their index;
  *  4. call `advance(ready)`.
  * Between `ready()` and `advance()` the driver must not call `step`, `tick` or `propose`.
+ * It may call `heartbeatsWhileBusy()` (read-only) and send what it returns, but only while
+ * persisting a Ready whose `replicateBeforePersist` is true (same reasoning as (b) above):
+ * a leader then keeps heartbeating through a slow fsync instead of losing its term to it.
  */
 export interface Ready {
   readonly softState?: SoftState;

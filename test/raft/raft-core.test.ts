@@ -253,6 +253,32 @@ describe('raft core properties', () => {
     });
   });
 
+  describe('heartbeats while the driver is busy persisting (RaftNode.heartbeatsWhileBusy)', () => {
+    it('gives a leader one heartbeat per follower, commit never past what that follower holds, and changes nothing; others get none', () => {
+      const env = new InteractionEnv();
+      for (const c of ['add-nodes 3 voters=(1,2,3) election=10 heartbeat=1', 'campaign 1', 'stabilize', 'propose 1 a', 'stabilize']) env.run(c);
+      // Partition 3 away, then commit more on 1 and 2: 3's match stays behind the commit index.
+      env.run('isolate 3');
+      env.run('propose 1 b');
+      env.run('stabilize');
+      const leader = env.raft(1);
+      const before = leader.status();
+      const hbs = leader.heartbeatsWhileBusy();
+      expect(hbs.map((m) => m.to).sort()).to.deep.equal([2, 3]);
+      for (const m of hbs) {
+        expect(m.type).to.equal(MessageType.Heartbeat);
+        expect(m.term).to.equal(before.term);
+        const pr = before.progress.find((p) => p.id === m.to)!;
+        expect(m.commit, `commit sent to ${m.to}`).to.equal(Math.min(pr.match, before.commit));
+      }
+      expect(hbs.find((m) => m.to === 3)!.commit).to.be.lessThan(before.commit);
+      expect(leader.status(), 'no state change').to.deep.equal(before);
+      expect(leader.hasReady(), 'nothing new to send or persist').to.equal(false);
+      expect(env.raft(2).heartbeatsWhileBusy()).to.deep.equal([]);
+      noViolations(env);
+    });
+  });
+
   describe('proposals refused as operating conditions (RaftRefusedError)', () => {
     it('refuses a proposal on a follower with NOT_LEADER and names the leader', () => {
       const env = envWith('add-nodes 3 voters=(1,2,3) election=10 heartbeat=1', 'campaign 1', 'stabilize');

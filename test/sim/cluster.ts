@@ -147,6 +147,7 @@ export interface SimStats {
   events: number;
   ticks: number;
   messagesSent: number;
+  busyHeartbeats: number;
   messagesDelivered: number;
   leaders: number;
   committed: number;
@@ -436,6 +437,7 @@ export class Simulation {
     events: 0,
     ticks: 0,
     messagesSent: 0,
+    busyHeartbeats: 0,
     messagesDelivered: 0,
     leaders: 0,
     committed: 0,
@@ -688,6 +690,13 @@ export class Simulation {
     this.stats.ticks++;
     n.raft!.tick();
     this.at(n.tickUnits, { k: 'tick', node: id, inc });
+    // The real driver keeps a leader heartbeating while a Ready is being written, once the
+    // leader's term is durable (RaftNode.heartbeatsWhileBusy): send those extra heartbeats
+    // at such moments too, so the invariants are checked with them in flight.
+    if (n.readyScheduled && n.raft!.status().role === StateRole.Leader && n.raft!.status().term === n.storage.hardState.term && this.rng.chance(0.5)) {
+      for (const m of n.raft!.heartbeatsWhileBusy()) this.send(n, m);
+      this.stats.busyHeartbeats++;
+    }
     this.afterNode(n, 'tick');
   }
 

@@ -69,7 +69,7 @@ function main(): void {
   const count = args.seed !== undefined ? 1 : args.seeds;
   const onTrace = args.trace ? (l: string) => process.stdout.write(`${l}\n`) : undefined;
   const total: Omit<SimStats, 'refusals' | 'livenessTicks'> & { maxLivenessTicks: number } = {
-    events: 0, ticks: 0, messagesSent: 0, messagesDelivered: 0, leaders: 0, committed: 0, proposals: 0, acked: 0,
+    events: 0, ticks: 0, messagesSent: 0, busyHeartbeats: 0, messagesDelivered: 0, leaders: 0, committed: 0, proposals: 0, acked: 0,
     readsServed: 0, snapshotsInstalled: 0, compactions: 0, crashes: 0, crashesBeforeFsync: 0, partitions: 0, confChanges: 0, truncations: 0, transfers: 0,
     maxLivenessTicks: 0,
   };
@@ -106,7 +106,7 @@ function main(): void {
       `${total.events} events, ${total.ticks} ticks, ${total.leaders} leader terms, ${total.committed} entries committed, ` +
       `${total.acked}/${total.proposals} proposals acknowledged, ${total.readsServed} reads, ${total.snapshotsInstalled} snapshots installed, ` +
       `${total.compactions} compactions, ${total.crashes} crashes (${total.crashesBeforeFsync} of leaders between early appends and fsync), ${total.partitions} partitions, ${total.confChanges} membership changes, ` +
-      `${total.truncations} log truncations, ${total.transfers} leader transfers, ` +
+      `${total.truncations} log truncations, ${total.transfers} leader transfers, ${total.busyHeartbeats} busy-heartbeat rounds, ` +
       `refusals: ${refused}, slowest recovery ${total.maxLivenessTicks} ticks\n`,
   );
 }
