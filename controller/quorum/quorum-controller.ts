@@ -93,7 +93,11 @@ interface PendingProposal {
   readonly bytes: Uint8Array;
   /** decodeBatch(bytes): exactly what apply() would replay, not the generated objects. */
   readonly records: readonly MetadataRecord[];
-  /** Term of the leader that proposed it (the term of its entry if it commits). */
+  /**
+   * The term its entry should carry: the term of the last applied entry, which is this
+   * leader's own once becomeReady() applied its no-op. Only a guard: a wrong guess just
+   * means apply() replays (the reused image is a function of base, bytes and offset alone).
+   */
   readonly term: number;
   /**
    * The speculative image this batch was replayed onto, the offset it was replayed at, and
