@@ -25,11 +25,14 @@ function protoDir(): string {
 }
 
 let batchType: protobuf.Type | null = null;
+/** ConfigResourceType names -> numbers (encode takes enum numbers; fromObject is skipped). */
+let resourceNumbers: Readonly<Record<string, number>> = {};
 
 function schema(): protobuf.Type {
   if (batchType === null) {
     const root = protobuf.loadSync(path.join(protoDir(), 'metadata.proto'));
     batchType = root.lookupType('flotilla.metadata.MetadataRecordBatch');
+    resourceNumbers = root.lookupEnum('flotilla.metadata.ConfigResourceType').values;
   }
   return batchType;
 }
@@ -81,7 +84,7 @@ function toWire(record: MetadataRecord): Record<string, unknown> {
     }
     case 'Config': {
       const { value, resourceType, ...rest } = fields as Record<string, unknown>;
-      body = { ...rest, resourceType: RESOURCE_ENUM[resourceType as ConfigResourceType] };
+      body = { ...rest, resourceType: resourceNumbers[RESOURCE_ENUM[resourceType as ConfigResourceType]] };
       if (value !== null) body.value = value;
       break;
     }
@@ -158,7 +161,12 @@ function fromWire(w: Wire): MetadataRecord {
 /** One Raft entry's payload: the records, applied atomically and in order at its index. */
 export function encodeBatch(records: readonly MetadataRecord[]): Uint8Array {
   const t = schema();
-  return t.encode(t.fromObject({ records: records.map(toWire) })).finish();
+  // toWire already gives what encode() reads (numbers for int64 and enums, nested plain
+  // objects for messages, one oneof member set), so fromObject's conversion into message
+  // instances is skipped: it was ~30 % of the encode cost (~29 -> ~20 µs per CreateTopic
+  // batch), and encodeBatch runs for every metadata write on the leader. The round-trip and
+  // byte-identity tests in test/metadata/record-codec.test.ts hold this to fromObject's output.
+  return t.encode({ records: records.map(toWire) }).finish();
 }
 
 /** Inverse of encodeBatch. Throws on bytes that are not a batch this build can read. */

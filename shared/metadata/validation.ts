@@ -157,6 +157,9 @@ export const TOPIC_CONFIGS: Readonly<Record<string, ConfigSpec>> = {
   },
 };
 
+/** parseTopicConfig of no overrides, once computed (it is frozen, so it can be shared). */
+let defaultsParsed: TopicConfig | null = null;
+
 export const DEFAULT_TOPIC_CONFIG: TopicConfig = parseTopicConfig(new Map());
 
 /**
@@ -193,6 +196,9 @@ export function validateTopicConfigs(configs: Readonly<Record<string, string>> |
 
 /** The effective config of a topic from its (already validated) overrides. */
 export function parseTopicConfig(overrides: ReadonlyMap<string, string>): TopicConfig {
+  // Most topics have no overrides, and every CreateTopic and DescribeTopic parses one config:
+  // ~1 % of a busy leader's CPU went to re-parsing the same defaults.
+  if (overrides.size === 0 && defaultsParsed !== null) return defaultsParsed;
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(TOPIC_CONFIGS)) {
     const raw = overrides.get(key);
@@ -202,5 +208,7 @@ export function parseTopicConfig(overrides: ReadonlyMap<string, string>): TopicC
     if (value === undefined) value = spec.parse(spec.defaultValue);
     out[spec.field] = value;
   }
-  return Object.freeze(out) as unknown as TopicConfig;
+  const config = Object.freeze(out) as unknown as TopicConfig;
+  if (overrides.size === 0) defaultsParsed = config;
+  return config;
 }

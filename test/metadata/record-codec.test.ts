@@ -41,6 +41,15 @@ describe('shared/metadata record codec', () => {
     expect(emptied).to.have.property('isr').that.deep.equals([]);
   });
 
+  it('encodes every record type to the bytes protobufjs gives for the same message built by fromObject (canonical encoding)', () => {
+    const t = protobuf.loadSync(path.join(findProtoDir(), 'metadata.proto')).lookupType('flotilla.metadata.MetadataRecordBatch');
+    for (const record of EVERY_TYPE) {
+      const ours = encodeBatch([record]);
+      const viaFromObject = t.encode(t.fromObject(t.toObject(t.decode(ours), { longs: Number, enums: String, oneofs: true }))).finish();
+      expect(Buffer.from(ours).toString('hex'), record.type).to.equal(Buffer.from(viaFromObject).toString('hex'));
+    }
+  });
+
   it('round-trips an empty batch', () => {
     expect(decodeBatch(encodeBatch([]))).to.deep.equal([]);
   });

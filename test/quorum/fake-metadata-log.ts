@@ -79,6 +79,22 @@ export class FakeMetadataLog implements MetadataLog {
     for (const h of this.held.splice(0)) h.reject(err);
   }
 
+  /** Reject the oldest held proposal (it never reaches the log); the others stay held. */
+  dropOldest(err: unknown): void {
+    this.held.shift()?.reject(err);
+  }
+
+  /** Commit the held proposal at position i before the older ones (they stay held). */
+  commitHeldAt(i: number): void {
+    const [h] = this.held.splice(i, 1);
+    if (h !== undefined) h.resolve(this.commit(h.data));
+  }
+
+  /** Commit an entry nobody proposed here (another leader's, or a record-free one). */
+  commitForeign(data: Uint8Array): void {
+    this.commit(data);
+  }
+
   heldCount(): number {
     return this.held.length;
   }

@@ -776,6 +776,85 @@ describe('controller/quorum QuorumController', () => {
       expect(follower.image()).to.deep.equal(c.image());
     });
 
+    it('a committed image taken from the leader’s speculation equals a fresh replay of the log, across dropped, reordered and foreign entries', async () => {
+      const clock = { now: 7_000 };
+      const log = new FakeMetadataLog();
+      const c = new QuorumController({ log, nowMs: () => clock.now, logger: silentLogger(), random: seeded(11) });
+      // A controller that only ever replays (a follower), and a check after EVERY applied
+      // entry that the leader's committed image is the one replay gives.
+      const replica = new QuorumController({ log: new FakeMetadataLog(), nowMs: () => 0, logger: silentLogger() });
+      let checked = 0;
+      const checker = {
+        apply(index: number): void {
+          expect(c.image().offset, `offset at ${index}`).to.equal(index);
+          expect(c.image(), `image at ${index}`).to.deep.equal(replica.image());
+          checked++;
+        },
+        takeSnapshot: () => new Uint8Array(0),
+        restoreSnapshot(): void {},
+      };
+      log.attach(c);
+      log.follow(replica);
+      log.follow(checker);
+      log.becomeLeader();
+      c.onLeadershipChange(true, clock.now);
+      const epochs = new Map<number, number>();
+      for (const id of [1, 2, 3]) {
+        const { brokerEpoch } = await c.registerBroker({ brokerId: id, incarnationId: `i${id}`, host: 'h', port: 1 });
+        await c.brokerHeartbeat({ brokerId: id, brokerEpoch, currentMetadataOffset: brokerEpoch });
+        epochs.set(id, brokerEpoch);
+      }
+      const random = seeded(5);
+      const pick = (n: number) => Math.floor(random() * n);
+      const tick = () => new Promise((r) => setImmediate(r));
+      log.autoCommit = false;
+      const settled: Promise<unknown>[] = [];
+      for (let round = 0; round < 60; round++) {
+        for (let i = 0, n = 1 + pick(6); i < n; i++) {
+          const op = pick(5);
+          const name = `t${pick(12)}`;
+          const call =
+            op === 0 || op === 1
+              ? c.createTopic({ name, partitions: 1 + pick(3), replicationFactor: 1 + pick(3) })
+              : op === 2
+                ? c.deleteTopic(name)
+                : op === 3
+                  ? c.allocateProducerIds({ brokerId: 1, brokerEpoch: epochs.get(1) as number })
+                  : c.registerBroker({ brokerId: 4, incarnationId: `i4-${round}-${i}`, host: 'h', port: 1 });
+          settled.push(call.catch(() => undefined));
+        }
+        await tick();
+        switch (pick(6)) {
+          case 0: // the oldest proposal is dropped; sometimes the controller hears of it first
+            log.dropOldest(new FlotillaError('PROPOSAL_DROPPED', 'fake: dropped'));
+            if (pick(2) === 0) await tick();
+            break;
+          case 1: // committed out of proposal order
+            log.commitHeldAt(pick(Math.max(1, log.heldCount())));
+            break;
+          case 2: // an entry without records shifts every speculated offset
+            log.commitForeign(new Uint8Array(0));
+            break;
+          case 3: // another leader's batch lands first
+            log.commitForeign(log.entries.find((e) => e.data.length > 0)?.data ?? new Uint8Array(0));
+            break;
+          default:
+            break;
+        }
+        if (pick(3) > 0) log.commitAll();
+        clock.now += 10;
+        await tick();
+      }
+      log.commitAll();
+      await Promise.all(settled);
+      expect(replica.image()).to.deep.equal(c.image());
+      expect(checked).to.equal(log.entries.length);
+      const stats = c.stats();
+      // Both paths ran: the check above covered images taken from speculation, not only replays.
+      expect(stats.committedFromSpeculation, 'taken from speculation').to.be.greaterThan(20);
+      expect(stats.committedByReplay, 'replayed').to.be.greaterThan(5);
+    });
+
     it('listEvents pages by offset and bounds its answer', async () => {
       const h = setup();
       for (const id of [1, 2, 3]) await addBroker(h, id);
