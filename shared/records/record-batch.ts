@@ -189,6 +189,12 @@ class Cursor {
     return out;
   }
 
+  /** bytes() without making the view (validation only). */
+  skip(length: number, what: string): void {
+    if (length < 0 || this.pos + length > this.end) this.fail(`${what} of ${length} bytes runs past the end of its record`);
+    this.pos += length;
+  }
+
   fail(why: string): never {
     throw new FlotillaError('INVALID_RECORD', `record batch at offset ${this.baseOffset}: ${why}`, { baseOffset: this.baseOffset });
   }
@@ -449,21 +455,27 @@ function walkBatch(buf: Buffer, materialize: boolean): RecordBatch {
     const offsetDelta = rc.varint('offset delta');
     if (offsetDelta !== i) c.fail(`record ${i} has offset delta ${offsetDelta} (deltas must be 0..n-1)`);
     if (timestampMs < 0 || timestampMs > MAX_TIMESTAMP_MS) c.fail(`record ${i} timestamp ${timestampMs} is out of range`);
-    const key = nullableBytes(rc, 'key');
-    const value = nullableBytes(rc, 'value');
+    // Validation only (an append): the same checks without a view per field.
+    const key = materialize ? nullableBytes(rc, 'key') : skipNullableBytes(rc, 'key');
+    const value = materialize ? nullableBytes(rc, 'value') : skipNullableBytes(rc, 'value');
     const headerCount = rc.varint('header count');
     if (headerCount < 0 || headerCount > length) c.fail(`record ${i} has ${headerCount} headers`);
     const headers: RecordHeader[] = [];
     for (let j = 0; j < headerCount; j++) {
+      if (!materialize) {
+        if (skipNullableBytes(rc, 'header key') === null) c.fail(`record ${i} header ${j} has a null key`);
+        skipNullableBytes(rc, 'header value');
+        continue;
+      }
       const k = nullableBytes(rc, 'header key');
       if (k === null) c.fail(`record ${i} header ${j} has a null key`);
       const v = nullableBytes(rc, 'header value');
-      if (materialize) headers.push({ key: k.toString('utf8'), value: v });
+      headers.push({ key: k.toString('utf8'), value: v });
     }
     if (rc.pos !== recordEnd) c.fail(`record ${i} declares ${length} bytes but its fields take ${rc.pos - c.pos}`);
     c.pos = recordEnd;
     maxTimestampMs = Math.max(maxTimestampMs, timestampMs);
-    if (materialize) records.push({ offset: h.baseOffset + i, timestampMs: logAppendTime ? h.maxTimestampMs : timestampMs, key, value, headers });
+    if (materialize) records.push({ offset: h.baseOffset + i, timestampMs: logAppendTime ? h.maxTimestampMs : timestampMs, key: key ?? null, value: value ?? null, headers });
   }
   if (c.pos !== buf.length) c.fail(`${buf.length - c.pos} bytes after the last record`);
   if (!logAppendTime && maxTimestampMs !== h.maxTimestampMs) c.fail(`max timestamp ${h.maxTimestampMs} is not the largest record timestamp ${maxTimestampMs}`);
@@ -481,6 +493,15 @@ function nullableBytes(c: Cursor, what: string): Buffer | null {
   if (n === -1) return null;
   if (n < -1) c.fail(`${what} length ${n}`);
   return c.bytes(n, what);
+}
+
+/** nullableBytes for validation: null, or undefined for present bytes (skipped, not viewed). */
+function skipNullableBytes(c: Cursor, what: string): null | undefined {
+  const n = c.varint(`${what} length`);
+  if (n === -1) return null;
+  if (n < -1) c.fail(`${what} length ${n}`);
+  c.skip(n, what);
+  return undefined;
 }
 
 /** Decodes every batch of a record set (as returned by a log read), fully validated. */

@@ -174,6 +174,24 @@ describe('broker/log: record batch codec', () => {
     expectThrowsFlotilla(() => decodeRecordBatch(withField(good, (b) => b.writeInt32BE(2 ** 30, 57))), 'INVALID_RECORD');
   });
 
+  it('validateRecordBatch (the append path, which skips fields without viewing them) refuses the malformed records decode refuses', () => {
+    const one = encodeRecordBatch({ records: [{ key: Buffer.from('k'), value: Buffer.from('v'), headers: [{ key: 'h', value: Buffer.from('x') }], timestampMs: 1 }] });
+    // Record fields from byte 61: length, attributes, timestamp delta, offset delta, key length
+    // (65), key, value length (67), value, header count, header key length (70), ...
+    expect(validateRecordBatch(one).recordCount).to.equal(1);
+    const bad = {
+      'key runs past its record': (b: Buffer) => b.writeUInt8(0x7e, 65),
+      'value runs past its record': (b: Buffer) => b.writeUInt8(0x7e, 67),
+      'null header key': (b: Buffer) => b.writeUInt8(0x01, 70),
+      'negative key length': (b: Buffer) => b.writeUInt8(0x03, 65),
+    };
+    for (const edit of Object.values(bad)) {
+      const buf = withField(one, edit);
+      expectThrowsFlotilla(() => decodeRecordBatch(buf), 'INVALID_RECORD');
+      expectThrowsFlotilla(() => validateRecordBatch(buf), 'INVALID_RECORD');
+    }
+  });
+
   it('encode refuses input the log would refuse: no records, bad timestamps, bad fields', () => {
     expectThrowsFlotilla(() => encodeRecordBatch({ records: [] }), 'INVALID_RECORD');
     expectThrowsFlotilla(() => encodeRecordBatch({ records: [{ value: null, timestampMs: -1 }] }), 'INVALID_RECORD');
