@@ -1,4 +1,4 @@
-import { promises as fs, writeSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 // Small file helpers shared by the segment, the indexes and the epoch checkpoint.
@@ -10,17 +10,6 @@ export async function writeFully(fh: FileHandle, buf: Buffer, position: number):
     const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
     done += bytesWritten;
   }
-}
-
-/**
- * writeFully, synchronously: the segment append path. A write of a batch into the page cache
- * takes tens of µs of the event loop; through the libuv thread pool (fh.write) the same write
- * costs 3-5x the CPU (a hand-off to a pool thread and back, a promise) — measured 45-108 µs
- * against 10-30 µs per 60 KB write. Kafka's request handlers write the log synchronously too.
- */
-export function writeFullySync(fh: FileHandle, buf: Buffer, position: number): void {
-  let done = 0;
-  while (done < buf.length) done += writeSync(fh.fd, buf, done, buf.length - done, position + done);
 }
 
 /** Reads exactly `buf.length` bytes at `position`; a short file is an error (the caller sized it). */

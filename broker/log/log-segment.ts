@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { FlotillaError } from '../../shared/errors/error-codes';
-import { FileWindow, unlinkIfPresent, writeFullySync } from './file-io';
+import { FileWindow, unlinkIfPresent, writeFully } from './file-io';
 import {
   BATCH_HEADER_BYTES,
   RecordBatchHeader,
@@ -326,7 +326,7 @@ export class LogSegment {
     assert(lastHeader.lastOffset - this.baseOffset <= MAX_RELATIVE_OFFSET, 'batch beyond the relative offset range');
     assert(this.sizeBytes + bytes.length - lastHeader.sizeBytes <= MAX_RELATIVE_OFFSET, 'segment position beyond int32');
     assert(headers.reduce((n, h) => n + h.sizeBytes, 0) === bytes.length, 'the headers do not describe the bytes');
-    writeFullySync(this.fh, bytes, this.sizeBytes);
+    await writeFully(this.fh, bytes, this.sizeBytes);
     this.rollStartMs ??= nowMs;
     for (const h of headers) {
       const position = this.sizeBytes;
