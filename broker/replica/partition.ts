@@ -437,6 +437,13 @@ export class Partition {
             this.pendingIsr = null;
             if (committed.leaderEpoch === this.state.leaderEpoch && committed.partitionEpoch > this.state.partitionEpoch) {
               this.applyMetadataNow(committed, this.topicConfig);
+            } else if (this.state.partitionEpoch <= partitionEpoch) {
+              // The answer is a state we cannot apply here (a newer leader epoch: the controller
+              // moved leadership, perhaps to the member just added). Until the metadata says
+              // what holds, every member of the change and of that state counts for the HW:
+              // dropping them advanced the HW without the new member, which then became leader
+              // and lost those acknowledged records (chaos seed 719644404).
+              this.uncertainIsr = { members: [...new Set([...newIsr, ...committed.isr])], basedOnPartitionEpoch: partitionEpoch };
             }
           }),
         (err: unknown) => {

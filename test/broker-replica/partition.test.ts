@@ -29,12 +29,15 @@ class FakeController {
   }
   /** While true, a change is committed but its answer is lost (the caller sees a timeout). */
   loseAnswers = false;
+  /** While set, a committed change is followed at once by a move of leadership to this broker (preferred election), and the answer is that newer state. */
+  thenElect: number | null = null;
   async alter(req: IsrChangeRequest): Promise<PartitionState> {
     this.requests.push(req);
     if (this.held !== null) await new Promise<void>((resolve) => this.held!.push(resolve));
     if (req.partitionEpoch !== this.state.partitionEpoch) return Promise.reject(new FlotillaError('STALE_PARTITION_EPOCH', 'stale'));
     this.state = { ...this.state, isr: [...req.newIsr], partitionEpoch: this.state.partitionEpoch + 1 };
     if (this.loseAnswers) return Promise.reject(new FlotillaError('REQUEST_TIMED_OUT', 'fake: the answer was lost; it may or may not have been applied'));
+    if (this.thenElect !== null) this.state = { ...this.state, leader: this.thenElect, leaderEpoch: this.state.leaderEpoch + 1, partitionEpoch: this.state.partitionEpoch + 1 };
     return Promise.resolve(this.state);
   }
 }
@@ -273,6 +276,36 @@ describe('broker/replica Partition', function () {
     await fetchRound(f3, leader);
     await fetchRound(f3, leader);
     expect(leader.p.highWatermark).to.equal(leader.p.logEndOffset);
+  });
+
+  it('an ISR expansion answered with a newer leader epoch keeps counting the new member for the high watermark (chaos seed 719644404 lost acked records)', async () => {
+    const { r, controller, clock } = await trio();
+    const [leader, f2, f3] = r as [Replica, Replica, Replica];
+    const b = batchOf(['1', '2']);
+    await leader.p.appendAsLeader(b.records, b.headers, 1);
+    await fetchRound(f2, leader);
+    await fetchRound(f3, leader);
+    clock.advance(LAG_MS + 1);
+    await fetchRound(f2, leader);
+    await fetchRound(f2, leader);
+    leader.p.maybeShrinkIsr();
+    await settle(leader);
+    expect(leader.p.isr).to.deep.equal([1, 2]);
+    // 3 catches up; the controller commits [1,2,3] and at once makes 3 leader (preferred
+    // election): the answer is that newer state, which this leader cannot apply.
+    controller.thenElect = 3;
+    // 3 fetches until the expansion is asked for, then stops (it is the leader now, in its view).
+    for (let i = 0; i < 3 && !controller.requests.at(-1)!.newIsr.includes(3); i++) await fetchRound(f3, leader);
+    expect(controller.requests.at(-1)!.newIsr).to.deep.equal([1, 2, 3]);
+    expect(controller.state).to.include({ leader: 3, leaderEpoch: 1 });
+    await settle(leader);
+    const f3End = f3.p.fetchPosition().fetchOffset;
+    // Until its metadata catches up, the old leader takes acks=1 writes replicated to 2 only:
+    // its HW must not pass what 3 (the new leader) holds.
+    await leader.p.appendAsLeader(b.records, b.headers, 1);
+    await fetchRound(f2, leader);
+    await fetchRound(f2, leader);
+    expect(leader.p.highWatermark, 'HW bounded by the new leader').to.be.at.most(f3End);
   });
 
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) {
