@@ -148,6 +148,11 @@ export class RaftDriver {
   private readonly tickMs: number;
   /** heartbeatTimeoutTicks x tickMs: how often a leader busy persisting still heartbeats. */
   private readonly heartbeatIntervalMs: number;
+  /**
+   * While the loop awaits the persist of a Ready whose term is durable (replicateBeforePersist):
+   * when the leader last sent heartbeats (the persist's start counts). Undefined otherwise.
+   */
+  private busySinceLastHeartbeatMs: number | undefined;
   private readonly snapshotEveryEntries: number;
   /** A background snapshot encoding is running (sm.snapshotLater). */
   private snapshotEncoding = false;
@@ -490,6 +495,14 @@ export class RaftDriver {
 
   private onTick(): void {
     this.pendingTicks = Math.min(this.pendingTicks + 1, PENDING_TICKS_MAX);
+    if (this.busySinceLastHeartbeatMs !== undefined) {
+      const now = Date.now();
+      if (now - this.busySinceLastHeartbeatMs >= this.heartbeatIntervalMs) {
+        this.busySinceLastHeartbeatMs = now;
+        for (const m of this.core.heartbeatsWhileBusy()) this.transport.send(m);
+        this.counters.busyHeartbeats++;
+      }
+    }
     this.kick();
   }
 
@@ -548,20 +561,15 @@ export class RaftDriver {
           }
         }
         const startMs = Date.now();
-        // A leader whose term is durable keeps heartbeating while this write takes longer
-        // than a heartbeat interval (RaftNode.heartbeatsWhileBusy): a slow fsync must not end
-        // its term. The core is not stepped meanwhile, so what it says stays consistent.
-        const busy = early
-          ? setInterval(() => {
-              for (const m of this.core.heartbeatsWhileBusy()) this.transport.send(m);
-              this.counters.busyHeartbeats++;
-            }, this.heartbeatIntervalMs)
-          : undefined;
+        // While this write runs, the wall-clock ticker keeps a leader whose term is durable
+        // heartbeating (onTick, RaftNode.heartbeatsWhileBusy): a slow fsync must not end its
+        // term. The core is not stepped meanwhile, so what it says stays consistent.
+        this.busySinceLastHeartbeatMs = early ? startMs : undefined;
         let synced: boolean;
         try {
           synced = await this.storage.persist(rd);
         } finally {
-          if (busy !== undefined) clearInterval(busy);
+          this.busySinceLastHeartbeatMs = undefined;
         }
         const tookMs = Date.now() - startMs;
         if (tookMs >= SLOW_PERSIST_MS) this.log.warn({ tookMs, synced, entries: rd.entries.length, snapshot: !!rd.snapshot }, synced ? 'slow fsync' : 'slow unsynced write');
