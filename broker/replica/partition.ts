@@ -100,8 +100,8 @@ export class Partition {
   private pendingIsr: readonly number[] | null = null;
   /**
    * An ISR change whose AlterPartition failed without a definite answer (a timeout; or a
-   * refusal of a retry, which may mean the first attempt committed): the controller may hold
-   * it. Its members stay in the high-watermark computation until a metadata update with a
+   * refusal of a retry, which may mean the first attempt committed), or was answered with a
+   * state of a newer leader epoch (not applicable here): the controller may hold it. Its members stay in the high-watermark computation until a metadata update with a
    * newer partition epoch says what was committed. Clearing them at the failure lost
    * acknowledged records in chaos seed 7: an expansion committed unbeknown to the leader, which
    * then advanced the HW without the new member, and the controller made that member leader.
@@ -437,20 +437,18 @@ export class Partition {
             this.pendingIsr = null;
             if (committed.leaderEpoch === this.state.leaderEpoch && committed.partitionEpoch > this.state.partitionEpoch) {
               this.applyMetadataNow(committed, this.topicConfig);
-            } else if (this.state.partitionEpoch <= partitionEpoch) {
-              // The answer is a state we cannot apply here (a newer leader epoch: the controller
-              // moved leadership, perhaps to the member just added). Until the metadata says
-              // what holds, every member of the change and of that state counts for the HW:
-              // dropping them advanced the HW without the new member, which then became leader
-              // and lost those acknowledged records (chaos seed 719644404).
-              this.uncertainIsr = { members: [...new Set([...newIsr, ...committed.isr])], basedOnPartitionEpoch: partitionEpoch };
+            } else {
+              // A state we cannot apply here (a newer leader epoch: the controller moved
+              // leadership, perhaps to the member just added). Dropping the change's members
+              // advanced the HW without the new member, which then became leader and lost those
+              // acknowledged records (chaos seed 719644404).
+              this.keepUncertain([...newIsr, ...committed.isr], partitionEpoch);
             }
           }),
         (err: unknown) => {
           if (this.pendingIsr !== newIsr) return;
           this.pendingIsr = null;
-          // Outcome unknown: keep counting its members for the HW (see uncertainIsr).
-          if (this.state.partitionEpoch <= partitionEpoch) this.uncertainIsr = { members: newIsr, basedOnPartitionEpoch: partitionEpoch };
+          this.keepUncertain(newIsr, partitionEpoch); // outcome unknown
           const fields = { partition: this.label, newIsr, error: (err as Error).name, message: (err as Error).message };
           // STALE_PARTITION_EPOCH / NOT_LEADER: our metadata is behind; the next image decides.
           if (isFlotillaError(err) && !err.retriable) this.deps.logger.info(fields, `${this.label}: ISR change refused`);
@@ -458,6 +456,15 @@ export class Partition {
         },
       )
       .catch((err: unknown) => this.deps.logger.debug({ partition: this.label, err }, 'ISR change answer dropped (partition closed)'));
+  }
+
+  /**
+   * An ISR change whose outcome this leader cannot settle itself: its members keep counting
+   * for the HW (uncertainIsr) until metadata with a newer partition epoch than `basedOn`
+   * says what holds — unless that metadata already arrived.
+   */
+  private keepUncertain(members: readonly number[], basedOn: number): void {
+    if (this.state.partitionEpoch <= basedOn) this.uncertainIsr = { members: [...new Set(members)], basedOnPartitionEpoch: basedOn };
   }
 
   /** min LEO over the maximal ISR; never while the committed ISR is below min.insync.replicas. */

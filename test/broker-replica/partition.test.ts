@@ -101,6 +101,19 @@ async function fetchRound(follower: Replica, leader: Replica): Promise<void> {
   await follower.p.applyFetched(leader.id, leader.p.leaderEpoch, pos.fetchOffset, { records, highWatermark: leader.p.highWatermark, divergence });
 }
 
+/** Replicates one batch to both followers, then lets 3 fall behind until it leaves the ISR. */
+async function shrinkThirdAway(leader: Replica, f2: Replica, f3: Replica, clock: ManualClock, b: ReturnType<typeof batchOf>): Promise<void> {
+  await leader.p.appendAsLeader(b.records, b.headers, 1);
+  await fetchRound(f2, leader);
+  await fetchRound(f3, leader);
+  clock.advance(LAG_MS + 1);
+  await fetchRound(f2, leader);
+  await fetchRound(f2, leader);
+  leader.p.maybeShrinkIsr();
+  await settle(leader);
+  expect(leader.p.isr).to.deep.equal([1, 2]);
+}
+
 /** Lets an AlterPartition answer reach the partition's section and run. */
 async function settle(r: Replica): Promise<void> {
   await new Promise((resolve) => setImmediate(resolve));
@@ -247,16 +260,7 @@ describe('broker/replica Partition', function () {
     const { r, controller, clock, config } = await trio();
     const [leader, f2, f3] = r as [Replica, Replica, Replica];
     const b = batchOf(['1', '2']);
-    // Shrink 3 away (it stops fetching), as in the test above.
-    await leader.p.appendAsLeader(b.records, b.headers, 1);
-    await fetchRound(f2, leader);
-    await fetchRound(f3, leader);
-    clock.advance(LAG_MS + 1);
-    await fetchRound(f2, leader);
-    await fetchRound(f2, leader);
-    leader.p.maybeShrinkIsr();
-    await settle(leader);
-    expect(leader.p.isr).to.deep.equal([1, 2]);
+    await shrinkThirdAway(leader, f2, f3, clock, b);
     // 3 catches up; the expansion commits at the controller but its answer is lost.
     controller.loseAnswers = true;
     for (let i = 0; i < 3; i++) await fetchRound(f3, leader);
@@ -282,15 +286,7 @@ describe('broker/replica Partition', function () {
     const { r, controller, clock } = await trio();
     const [leader, f2, f3] = r as [Replica, Replica, Replica];
     const b = batchOf(['1', '2']);
-    await leader.p.appendAsLeader(b.records, b.headers, 1);
-    await fetchRound(f2, leader);
-    await fetchRound(f3, leader);
-    clock.advance(LAG_MS + 1);
-    await fetchRound(f2, leader);
-    await fetchRound(f2, leader);
-    leader.p.maybeShrinkIsr();
-    await settle(leader);
-    expect(leader.p.isr).to.deep.equal([1, 2]);
+    await shrinkThirdAway(leader, f2, f3, clock, b);
     // 3 catches up; the controller commits [1,2,3] and at once makes 3 leader (preferred
     // election): the answer is that newer state, which this leader cannot apply.
     controller.thenElect = 3;
